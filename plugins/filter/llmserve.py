@@ -1,0 +1,50 @@
+# -*- coding: utf-8 -*-
+# Copyright: llmserve.k3s contributors
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""Filters the roles' templates need; thin wrappers over module_utils."""
+
+from __future__ import annotations
+
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.llmserve.k3s.plugins.module_utils import _catalog
+
+
+def model_plan(models, nodes, defaults, classes, predownload=False):
+    return _catalog.plan_catalog(models, nodes, defaults, classes, predownload)
+
+
+def vllm_args(plan, port=8000):
+    if not isinstance(plan, dict) or "model" not in plan:
+        raise AnsibleFilterError("vllm_args expects a planned model (an item of model_plan's models)")
+    return _catalog.vllm_args(plan, port)
+
+
+def gpu_nodes(hostnames, hostvars):
+    """GPU facts per node: what nvidia_gpu_info found on the host (llmserve_gpu_facts), else the inventory's values."""
+    nodes = []
+    for host in hostnames or []:
+        hvars = hostvars[host]
+        facts = hvars.get("llmserve_gpu_facts") or {}
+        gpus = facts.get("gpus") or []
+        count = int(facts.get("count", len(gpus)) if facts else hvars.get("llmserve_gpu_count", 0) or 0)
+        name = gpus[0].get("name") if gpus else hvars.get("llmserve_gpu_name", "")
+        memory = round(gpus[0]["memory_total_mib"] / 1024.0, 2) if gpus else hvars.get("llmserve_gpu_memory_gib")
+        labels = dict(hvars.get("llmserve_node_labels") or {})
+        if count:
+            labels.setdefault("llmserve.io/gpu", "true")
+            labels.setdefault("llmserve.io/gpu-product", (name or "unknown").replace(" ", "-"))
+        nodes.append({"name": host, "gpu_count": count, "gpu_name": name, "gpu_memory_gib": memory, "labels": labels})
+    return nodes
+
+
+def stale_objects(objects, enabled):
+    """Objects labelled with a model (llmserve.io/model) that is not among the enabled ones."""
+    wanted = set(enabled or [])
+    return [obj for obj in objects or []
+            if ((obj.get("metadata") or {}).get("labels") or {}).get("llmserve.io/model") not in wanted | {None}]
+
+
+class FilterModule:
+    def filters(self):
+        return {"model_plan": model_plan, "vllm_args": vllm_args, "k8s_name": _catalog.k8s_name, "gpu_nodes": gpu_nodes, "stale_objects": stale_objects}

@@ -1,0 +1,289 @@
+# -*- coding: utf-8 -*-
+# Copyright: llmserve.k3s contributors
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""The model catalog -> a validated deployment plan (defaults, size class, resources, GPU placement).
+
+Pure logic, stdlib only. Every problem is reported as a message that names the catalog field, the bad value
+and the fix; the caller fails on any of them before anything changes.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from ansible_collections.llmserve.k3s.plugins.module_utils._presets import PRESETS
+
+DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+MAX_NAME_LEN = 50  # the name is prefixed with "vllm-" for object names, which must stay DNS labels
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+QUANTIZATIONS = ("awq", "awq_marlin", "gptq", "gptq_marlin", "fp8", "compressed-tensors", "bitsandbytes",
+                 "experts_int8", "gguf", "modelopt")
+# Bytes a parameter takes in the weights file, by quantization (None: by dtype).
+_QUANT_BYTES = {"awq": 0.5625, "awq_marlin": 0.5625, "gptq": 0.5625, "gptq_marlin": 0.5625, "bitsandbytes": 0.5625,
+                "gguf": 0.6, "fp8": 1.0, "experts_int8": 1.0, "modelopt": 1.0, "compressed-tensors": 1.0}
+_DTYPE_BYTES = {"auto": 2, "bfloat16": 2, "float16": 2, "float32": 4}
+GIB = 1024 ** 3
+
+FIELDS = {
+    "name": "DNS-1123 name: served model name, Ansible tag, /models/<name>/v1 on the ingress",
+    "enabled": "false keeps the entry in the catalog but deploys nothing (and removes what was deployed)",
+    "model": "Hugging Face model id (or a path under the model cache)",
+    "revision": "model revision (branch, tag or commit) to pin",
+    "architecture": "preset name with the model's architecture facts (see plugins/module_utils/_presets.py)",
+    "params_b": "total parameters in billions (instead of architecture)",
+    "size_class": "small | medium | large, instead of the class derived from params_b",
+    "gated": "the model needs a Hugging Face token to download",
+    "dtype": "auto | bfloat16 | float16 | float32",
+    "quantization": "vLLM --quantization value, e.g. awq",
+    "kv_cache_dtype": "auto | fp8",
+    "max_model_len": "context length vLLM allocates for",
+    "max_num_seqs": "concurrent sequences",
+    "max_num_batched_tokens": "tokens per scheduler step",
+    "gpu_memory_utilization": "share of each GPU vLLM may use, 0 < x <= 1",
+    "enable_prefix_caching": "automatic prefix caching",
+    "tensor_parallel_size": "GPUs per replica (tensor parallelism, on one node)",
+    "replicas": "replicas (0 stops the model and frees its GPUs)",
+    "autoscaling": "{enabled, min_replicas, max_replicas, target_waiting}",
+    "session_affinity": "ClientIP affinity on the Service (keeps a client on one replica's prefix cache)",
+    "extra_args": "more vLLM arguments, a list of strings",
+    "extra_env": "more environment variables, a mapping",
+    "resources": "{requests: {cpu, memory}, limits: {memory}} overriding the size class",
+    "node_selector": "node labels the replicas must run on (e.g. llmserve.io/gpu-product: NVIDIA-L40)",
+    "storage_size": "PVC size for this model (local-path storage mode)",
+}
+AUTOSCALING_FIELDS = ("enabled", "min_replicas", "max_replicas", "target_waiting")
+
+
+def k8s_name(name):
+    """Object name of a model: Service names must be DNS-1035 labels (no dots, a letter first)."""
+    return "vllm-" + name.replace(".", "-")
+
+
+def _closest(word, choices):
+    best, score = None, 0.0
+    for choice in choices:
+        common = len(set(word.split("_")) & set(choice.split("_")))
+        ratio = common / max(len(choice.split("_")), 1)
+        if ratio > score:
+            best, score = choice, ratio
+    return best
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+class _Errors(list):
+    def field(self, index, name, field, problem, fix):
+        who = "llmserve_models[%d]" % index + (" (%s)" % name if name else "")
+        self.append("%s.%s: %s. Fix: %s" % (who, field, problem, fix))
+
+
+def size_class(params_b):
+    """The seed's decision matrix: small < 3B, medium 3-10B, large > 10B."""
+    if params_b < 3:
+        return "small"
+    return "medium" if params_b <= 10 else "large"
+
+
+def weights_gib(params_b, dtype, quantization):
+    per_param = _QUANT_BYTES.get(quantization) if quantization else _DTYPE_BYTES.get(dtype, 2)
+    return round(params_b * 1e9 * per_param / GIB, 2)
+
+
+def startup_budget_s(weights, download):
+    """Seconds the startup probe allows: load from disk, compile and CUDA-graph capture, plus the download if any."""
+    budget = 180 + weights * 6 + (weights * 8 if download else 0)
+    return int(math.ceil(budget / 30.0) * 30)
+
+
+def _validate_entry(index, entry, errors):
+    name = entry.get("name") if isinstance(entry, dict) else None
+    if not isinstance(entry, dict):
+        errors.field(index, None, "", "entry is %r, not a mapping" % (entry,), "write each model as a mapping with at least name and model")
+        return False
+    for key in sorted(entry):
+        if key not in FIELDS:
+            hint = _closest(key, FIELDS)
+            errors.field(index, name, key, "unknown field", ("did you mean %s? " % hint if hint else "") + "known fields: " + ", ".join(sorted(FIELDS)))
+    if not isinstance(name, str) or not name:
+        errors.field(index, None, "name", "missing", "give every model a DNS-1123 name such as llama-3.1-8b")
+        return False
+    if len(name) > MAX_NAME_LEN or not DNS1123_SUBDOMAIN.match(name):
+        errors.field(index, name, "name", "%r is not a DNS-1123 name of at most %d characters" % (name, MAX_NAME_LEN),
+                     "use lower-case letters, digits, '-' and '.', starting and ending with a letter or digit")
+    if not isinstance(entry.get("model"), str) or not entry.get("model"):
+        errors.field(index, name, "model", "missing model id", "set model to a Hugging Face id such as meta-llama/Llama-3.1-8B-Instruct")
+    arch = entry.get("architecture")
+    if arch is not None and arch not in PRESETS:
+        errors.field(index, name, "architecture", "unknown preset %r" % (arch,), "use one of %s, or set params_b" % ", ".join(sorted(PRESETS)))
+    if arch is None and entry.get("params_b") is None and entry.get("size_class") is None:
+        errors.field(index, name, "architecture", "neither architecture, params_b nor size_class is set",
+                     "set architecture to a preset (%s) or params_b to the parameter count in billions" % ", ".join(sorted(PRESETS)))
+    return True
+
+
+def _check_fields(index, name, spec, classes, errors):
+    if spec["dtype"] not in DTYPES:
+        errors.field(index, name, "dtype", "unknown dtype %r" % (spec["dtype"],), "use one of " + ", ".join(DTYPES))
+    quant = spec["quantization"]
+    if quant is not None and quant not in QUANTIZATIONS:
+        errors.field(index, name, "quantization", "unknown quantization %r" % (quant,), "use one of %s, or leave it unset" % ", ".join(QUANTIZATIONS))
+    if spec["kv_cache_dtype"] not in ("auto", "fp8"):
+        errors.field(index, name, "kv_cache_dtype", "unknown value %r" % (spec["kv_cache_dtype"],), "use auto or fp8")
+    if spec["size_class"] not in classes:
+        errors.field(index, name, "size_class", "unknown class %r" % (spec["size_class"],), "use one of " + ", ".join(sorted(classes)))
+    for field in ("max_model_len", "max_num_seqs", "max_num_batched_tokens"):
+        value = spec[field]
+        if value is not None and (not _is_int(value) or value < 1):
+            errors.field(index, name, field, "%r is not a positive integer" % (value,), "set a whole number of at least 1, or leave it unset")
+    gmu = spec["gpu_memory_utilization"]
+    if isinstance(gmu, bool) or not isinstance(gmu, (int, float)) or not 0 < gmu <= 1:
+        errors.field(index, name, "gpu_memory_utilization", "%r is not in (0, 1]" % (gmu,), "use a share such as 0.9")
+    tp = spec["tensor_parallel_size"]
+    if not _is_int(tp) or tp < 1:
+        errors.field(index, name, "tensor_parallel_size", "%r is not a positive integer" % (tp,), "set the GPUs per replica, 1 or more")
+    if not _is_int(spec["replicas"]) or spec["replicas"] < 0:
+        errors.field(index, name, "replicas", "%r is negative or not an integer" % (spec["replicas"],), "set 0 or more replicas")
+    auto = spec["autoscaling"]
+    if auto["enabled"]:
+        lo, hi = auto["min_replicas"], auto["max_replicas"]
+        if not (_is_int(lo) and _is_int(hi) and 1 <= lo <= hi):
+            errors.field(index, name, "autoscaling", "min_replicas %r / max_replicas %r: need 1 <= min_replicas <= max_replicas" % (lo, hi),
+                         "set autoscaling.min_replicas and autoscaling.max_replicas accordingly")
+    if not isinstance(spec["extra_args"], list) or not all(isinstance(a, str) for a in spec["extra_args"]):
+        errors.field(index, name, "extra_args", "%r is not a list of strings" % (spec["extra_args"],), "write extra_args: ['--flag', 'value']")
+    if not isinstance(spec["extra_env"], dict):
+        errors.field(index, name, "extra_env", "%r is not a mapping" % (spec["extra_env"],), "write extra_env: {NAME: value}")
+
+
+def _resolve(entry, defaults, classes, predownload):
+    spec = dict(defaults)
+    spec.update({k: v for k, v in entry.items() if v is not None or k == "quantization"})
+    arch = PRESETS.get(entry.get("architecture") or "", {})
+    params_b = entry.get("params_b", arch.get("params_b"))
+    spec["params_b"] = params_b
+    spec["size_class"] = entry.get("size_class") or (size_class(float(params_b)) if params_b is not None else "medium")
+    cls = classes.get(spec["size_class"], {})
+    spec["enabled"] = bool(entry.get("enabled", True))
+    spec["k8s_name"] = k8s_name(entry["name"])
+    spec.setdefault("quantization", None)
+    spec["tensor_parallel_size"] = entry.get("tensor_parallel_size", cls.get("gpus", 1))
+    spec["replicas"] = entry.get("replicas", cls.get("replicas", 1))
+    auto = dict(enabled=False, min_replicas=None, max_replicas=None, target_waiting=defaults.get("autoscaling_target_waiting", 5))
+    auto.update(entry.get("autoscaling") or {})
+    if auto["enabled"]:
+        auto["min_replicas"] = auto["min_replicas"] if auto["min_replicas"] is not None else spec["replicas"]
+        auto["max_replicas"] = auto["max_replicas"] if auto["max_replicas"] is not None else auto["min_replicas"]
+    spec["autoscaling"] = auto
+    resources = {"requests": {"cpu": str(cls.get("cpu", "4")), "memory": cls.get("memory", "16Gi")},
+                 "limits": {"memory": cls.get("memory_limit", "32Gi")}}
+    for part in ("requests", "limits"):
+        resources[part].update(((entry.get("resources") or {}).get(part) or {}))
+    spec["resources"] = resources
+    spec["extra_args"] = entry.get("extra_args", [])
+    spec["extra_env"] = entry.get("extra_env", {})
+    spec["node_selector"] = entry.get("node_selector", {})
+    spec["gated"] = bool(entry.get("gated", False))
+    spec["session_affinity"] = bool(entry.get("session_affinity", False))
+    if params_b is not None:
+        spec["weights_gib"] = weights_gib(float(params_b), spec["dtype"], spec["quantization"])
+    else:
+        spec["weights_gib"] = None
+    spec["startup_budget_s"] = startup_budget_s(spec["weights_gib"] or 16.0, not predownload)
+    tp = spec["tensor_parallel_size"] if _is_int(spec["tensor_parallel_size"]) else 1
+    spec["shm_size"] = "2Gi" if tp <= 1 else "%dGi" % (4 * tp)
+    spec["base_replicas"] = auto["min_replicas"] if auto["enabled"] else spec["replicas"]
+    return spec
+
+
+def _matches(selector, labels):
+    return all(str(labels.get(k)) == str(v) for k, v in (selector or {}).items())
+
+
+def _place(plans, nodes, errors):
+    """First-fit-decreasing of every replica's GPUs onto one node each; caps HPA maxima at what is left."""
+    free = {n["name"]: int(n.get("gpu_count") or 0) for n in nodes}
+    labels = {n["name"]: n.get("labels") or {} for n in nodes}
+    todo = sorted((p for p in plans if p["enabled"]), key=lambda p: (-p["tensor_parallel_size"], p["name"]))
+    for plan in todo:
+        plan["placement"] = []
+        tp = plan["tensor_parallel_size"]
+        for replica in range(plan["base_replicas"]):
+            fits = [n for n in free if free[n] >= tp and _matches(plan["node_selector"], labels[n])]
+            if not fits:
+                errors.append(
+                    "llmserve_models (%s): replica %d needs %d GPU(s) on one node%s, but free GPUs per node are %s "
+                    "(the enabled catalog asks for %d GPUs, the nodes have %d). Fix: lower replicas or tensor_parallel_size, "
+                    "disable a model (enabled: false), or add a GPU node (llmserve_gpu_count)."
+                    % (plan["name"], replica + 1, tp,
+                       " matching node_selector %s" % plan["node_selector"] if plan["node_selector"] else "",
+                       ", ".join("%s=%d" % kv for kv in sorted(free.items())) or "none (no nodes)",
+                       sum(p["tensor_parallel_size"] * p["base_replicas"] for p in todo),
+                       sum(int(n.get("gpu_count") or 0) for n in nodes)))
+                break
+            best = min(fits, key=lambda n: (free[n], n))
+            free[best] -= tp
+            plan["placement"].append(best)
+    for plan in todo:
+        auto = plan["autoscaling"]
+        if auto["enabled"]:
+            tp = plan["tensor_parallel_size"]
+            room = sum(free[n] // tp for n in free if _matches(plan["node_selector"], labels[n]))
+            auto["max_replicas_requested"] = auto["max_replicas"]
+            auto["max_replicas"] = max(auto["min_replicas"], min(auto["max_replicas"], auto["min_replicas"] + room))
+    return free
+
+
+def plan_catalog(models, nodes, defaults, classes, predownload=False):
+    """Validate and resolve the catalog. Returns a dict with models (all, enabled or not), errors and GPU totals."""
+    errors = _Errors()
+    if not isinstance(models, list):
+        return {"models": [], "errors": ["llmserve_models: %r is not a list. Fix: write the catalog as a list of mappings" % (type(models).__name__,)]}
+    plans, seen = [], {}
+    for index, entry in enumerate(models):
+        if not _validate_entry(index, entry, errors):
+            continue
+        name = entry["name"]
+        for other, other_index in seen.items():
+            if other == name or k8s_name(other) == k8s_name(name):
+                errors.field(index, name, "name", "%r clashes with llmserve_models[%d] (%s)" % (name, other_index, other),
+                             "give every model a unique name (names that differ only by '.' and '-' clash)")
+        seen[name] = index
+        spec = _resolve(entry, defaults, classes, predownload)
+        _check_fields(index, name, spec, classes, errors)
+        spec["index"] = index
+        plans.append(spec)
+    free = {}
+    if not errors:
+        free = _place(plans, nodes, errors)
+    total = sum(int(n.get("gpu_count") or 0) for n in nodes)
+    used = total - sum(free.values()) if free else 0
+    return {
+        "models": plans,
+        "enabled": [p["name"] for p in plans if p["enabled"]],
+        "errors": list(errors),
+        "gpus_total": total,
+        "gpus_used": used,
+        "nodes": [dict(n, gpus_free=free.get(n["name"], 0)) for n in nodes],
+    }
+
+
+def vllm_args(plan, port=8000):
+    """The vLLM server's arguments for one planned model (image entrypoint: `vllm serve`)."""
+    args = [plan["model"], "--served-model-name", plan["name"], "--host", "0.0.0.0", "--port", str(port)]
+    if plan.get("revision"):
+        args += ["--revision", str(plan["revision"])]
+    args += ["--dtype", plan["dtype"]]
+    if plan.get("quantization"):
+        args += ["--quantization", plan["quantization"]]
+    if plan.get("kv_cache_dtype", "auto") != "auto":
+        args += ["--kv-cache-dtype", plan["kv_cache_dtype"]]
+    for field in ("max_model_len", "max_num_seqs", "max_num_batched_tokens"):
+        if plan.get(field) is not None:
+            args += ["--" + field.replace("_", "-"), str(plan[field])]
+    args += ["--gpu-memory-utilization", str(plan["gpu_memory_utilization"])]
+    args += ["--tensor-parallel-size", str(plan["tensor_parallel_size"])]
+    args.append("--enable-prefix-caching" if plan.get("enable_prefix_caching", True) else "--no-enable-prefix-caching")
+    return args + list(plan.get("extra_args") or [])

@@ -1,0 +1,67 @@
+#!/usr/bin/env python3
+# Copyright: llmserve.k3s contributors
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""Download one model into the shared Hugging Face hub cache and record what it took.
+
+The marker JSON (model, revision, resolved commit, bytes, files) is written only after a complete download,
+so its presence with the same model and revision means the cache already holds that snapshot. The token is
+read from HF_TOKEN in the environment, never from the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+
+def measure(snapshot_dir):
+    """(bytes, files) of a snapshot folder, following the hub cache's symlinks into blobs/."""
+    total = files = 0
+    for root, _dirs, names in os.walk(snapshot_dir):
+        for name in names:
+            total += os.stat(os.path.join(root, name)).st_size
+            files += 1
+    return total, files
+
+
+def write_marker(path, record):
+    """Atomic write: a reader sees the old marker or the complete new one."""
+    folder = os.path.dirname(path)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".marker-")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(record, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--revision", default="main")
+    parser.add_argument("--cache-dir", required=True)
+    parser.add_argument("--marker", required=True)
+    args = parser.parse_args(argv)
+
+    from huggingface_hub import snapshot_download  # pylint: disable=import-outside-toplevel
+
+    started = time.time()
+    snapshot = snapshot_download(repo_id=args.model, revision=args.revision, cache_dir=args.cache_dir,
+                                 token=os.environ.get("HF_TOKEN") or None)
+    size, files = measure(snapshot)
+    write_marker(args.marker, {
+        "name": args.name, "model": args.model, "revision": args.revision,
+        "commit": os.path.basename(snapshot.rstrip("/")), "bytes": size, "files": files,
+        "seconds": round(time.time() - started, 1), "completed_at": int(time.time()),
+    })
+    print(json.dumps({"name": args.name, "bytes": size, "files": files}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -16,12 +16,14 @@ rootfs() {
   mkdir -p "$CACHE"
   exec 9>"$CACHE/rootfs.lock"
   flock -w 900 9
-  [ -e "$ROOTFS/$STAMP" ] && return 0
-  rm -rf "$ROOTFS.tmp" "$ROOTFS"
-  debootstrap --variant=minbase --include="$PACKAGES" bookworm "$ROOTFS.tmp" >"$CACHE/debootstrap.log" 2>&1 \
-    || { tail -20 "$CACHE/debootstrap.log"; exit 1; }
-  touch "$ROOTFS.tmp/$STAMP"
-  mv "$ROOTFS.tmp" "$ROOTFS"
+  if [ ! -e "$ROOTFS/$STAMP" ]; then
+    rm -rf "$ROOTFS.tmp" "$ROOTFS"
+    debootstrap --variant=minbase --include="$PACKAGES" bookworm "$ROOTFS.tmp" >"$CACHE/debootstrap.log" 2>&1 \
+      || { tail -20 "$CACHE/debootstrap.log"; exit 1; }
+    touch "$ROOTFS.tmp/$STAMP"
+    mv "$ROOTFS.tmp" "$ROOTFS"
+  fi
+  exec 9>&-  # the lock must not be inherited by the containers started next
 }
 
 start() {

@@ -81,15 +81,15 @@ def test_pin_disagreeing_with_the_release_list_fails(host):
     assert "the pin in k3s_checksums is " + "a" * 64 in " ".join(out.split()), out[-3000:]
 
 
-@pytest.mark.parametrize("extra, message", [
-    ({"k3s_disable": ["traefik", "ingress-nginx"]}, 'k3s_disable has ["ingress-nginx"]'),
-    ({"k3s_node_taints": ["gpu:Sometimes"]}, "k3s_node_taints"),
-    ({"model_storage_owner": "nobody-here"}, 'model_storage_owner "nobody-here"'),
-    ({"nvidia_driver_branch": "latest"}, 'nvidia_driver_branch "latest"'),
+@pytest.mark.parametrize("extra, tag, message", [
+    ({"k3s_disable": ["traefik", "ingress-nginx"]}, "k3s", 'k3s_disable has ["ingress-nginx"]'),
+    ({"k3s_node_taints": ["gpu:Sometimes"]}, "k3s", "k3s_node_taints"),
+    ({"model_storage_owner": "nobody-here"}, "storage", 'model_storage_owner "nobody-here"'),
+    ({"nvidia_driver_branch": "latest"}, "nvidia", 'nvidia_driver_branch "latest"'),
 ])
-def test_bad_input_fails_before_any_change(host, extra, message):
+def test_bad_input_fails_before_any_change(host, extra, tag, message):
     before = host.file("/etc/rancher/k3s/config.yaml").sha256sum
-    rc, out = converge(extra)
+    rc, out = converge(extra, tags=tag)
     assert rc != 0
     assert message in " ".join(out.split()), out[-3000:]
     assert host.file("/etc/rancher/k3s/config.yaml").sha256sum == before

@@ -11,7 +11,7 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
-def converge(extra_vars=None, tags=None, playbook="playbooks/host.yml", timeout=400):
+def converge(extra_vars=None, tags=None, playbook="playbooks/host.yml", check=False, timeout=400):
     """ansible-playbook on the molecule inventory; returns (rc, output)."""
     inventory = os.path.dirname(os.environ["MOLECULE_INVENTORY_FILE"])
     cmd = [str(pathlib.Path(sys.executable).parent / "ansible-playbook"), "-i", inventory, str(ROOT / playbook)]
@@ -19,6 +19,8 @@ def converge(extra_vars=None, tags=None, playbook="playbooks/host.yml", timeout=
         cmd += ["-e", json.dumps(extra_vars)]
     if tags:
         cmd += ["--tags", tags]
+    if check:
+        cmd.append("--check")
     env = dict(os.environ, ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0",
                ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".venv" / "collections"), ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
     proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -67,6 +67,24 @@ def test_no_nvidia_pieces_without_a_gpu(host):
     assert not host.package("nvidia-container-toolkit").is_installed
 
 
+def test_gpu_on_the_pci_bus_takes_the_install_path(host):
+    """A sysfs-like tree with an L40S (and its audio function, which is not a GPU) in --check mode.
+
+    The driver install itself cannot run here; what is checked is that detection finds the GPU and the role goes
+    down the Debian install path (non-free components) instead of skipping.
+    """
+    pci = "/tmp/fake-pci"
+    for function, klass in (("0000:65:00.0", "0x030200"), ("0000:65:00.1", "0x040300")):
+        dev = pci + "/" + function
+        host.run_expect([0], "mkdir -p {0} && echo 0x10de > {0}/vendor && echo {1} > {0}/class"
+                             " && echo 0x26b9 > {0}/device".format(dev, klass))
+    _rc, out = converge({"nvidia_driver_pci_devices_path": pci}, tags="nvidia", check=True)
+    flat = " ".join(out.split())
+    assert "1 NVIDIA GPU(s) at 0000:65:00.0:" in flat, out[-3000:]
+    assert "TASK [llmserve.k3s.nvidia_driver : Enable the non-free components]" in out
+    assert not host.file("/etc/apt/sources.list.d/llmserve-nvidia-nonfree.sources").exists
+
+
 def test_wrong_sha256_list_fails_and_keeps_the_binary(host):
     before = host.file("/usr/local/bin/k3s").sha256sum
     rc, out = converge({"k3s_release_base_url": "http://127.0.0.1:8741/bad-releases"}, tags="k3s")

@@ -1,7 +1,7 @@
 """Non-default settings on a k3s server and an agent (two systemd-nspawn Debian 12 hosts, over SSH).
 
 Real: the hosts, systemd units, the airgap copy checked against the sha256 list, token, registries.yaml, the
-cache folder's owner and mode, the pre-download skip, playbooks/reset.yml. Not here: k3s itself (placeholder
+cache folder's owner and mode, the pre-download skip (playbooks/reset.yml: test_reset.py, run after these). Not here: k3s itself (placeholder
 binary, k3s_start_service false), the Hugging Face Hub (the marker says the model is there already).
 """
 
@@ -10,8 +10,6 @@ import json
 import os
 
 import yaml
-
-from converge_helper import converge
 
 AIRGAP = os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "www", "releases", "v1.35.8+k3s1")
 
@@ -69,12 +67,3 @@ def test_predownload_skipped_when_the_marker_matches(host):
     assert marker["revision"] == "0123abc" and marker["bytes"] == 123456789
     assert not host.file("/opt/llmserve/hf-venv").exists
     assert not host.file("/srv/models/.llmserve/models/not-served.json").exists
-
-
-def test_reset_removes_k3s_and_keeps_the_models(host):
-    rc, out = converge(playbook="playbooks/reset.yml", extra_vars={"llmserve_model_cache_path": "/srv/models"})
-    assert rc == 0, out[-3000:]
-    for path in ("/usr/local/bin/k3s", "/usr/local/bin/kubectl", "/etc/rancher/k3s", "/var/lib/rancher/k3s",
-                 "/etc/systemd/system/k3s.service", "/etc/systemd/system/k3s-agent.service"):
-        assert not host.file(path).exists, path
-    assert host.file("/srv/models/.llmserve/models/tiny-llama.json").exists

@@ -45,7 +45,8 @@ def _driver_case(distro, branch="580", open_modules=True, server=True):
                                                         "'packages': __nvidia_driver_packages, "
                                                         "'hold': __nvidia_driver_hold_packages, "
                                                         "'initramfs': __nvidia_driver_initramfs_command, "
-                                                        "'extra': __nvidia_driver_module_stream | default(__nvidia_driver_components | default(none))} | to_json }}"},
+                                                        "'extra': __nvidia_driver_module_stream"
+                                                        " | default(__nvidia_driver_components | default(none))} | to_json }}"},
                        "vars": {"ansible_facts": {"kernel": "6.8.0-45-generic", "distribution": distro}}}]}
 
 

@@ -1,6 +1,6 @@
-#!/usr/bin/env python3
-# Copyright: llmserve.k3s contributors
-# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, llmserve.k3s contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Download one model into the shared Hugging Face hub cache and record what it took.
 
 The marker JSON (model, revision, resolved commit, bytes, files) is written only after a complete download,

@@ -12,18 +12,18 @@ short_description: Predict whether a model fits a GPU under vLLM, and with which
 version_added: "0.1.0"
 description:
   - Predicts what vLLM V1 does at startup, before anything is deployed, from the model's architecture and the GPU
-    memory: weights, activation peak, non-torch memory, the KV cache left on each GPU, how many tokens it holds,
-    how many requests of O(max_model_len) run at once, and whether vLLM starts at all.
+    memory. It returns the weights, activation peak, non-torch memory, the KV cache left on each GPU, how many
+    tokens it holds, how many requests of O(max_model_len) run at once, and whether vLLM starts at all.
   - When the model does not fit, RV(reasons) says why and RV(suggestions) what would fit (the largest
     max_model_len, a tensor parallel size, a quantization, an FP8 KV cache).
   - RV(recommended) gives the settings a deployment should use (tensor parallel size, max_model_len,
     max_num_seqs, memory and CPU requests, shared memory, startup probe budget).
-  - Docs/sizing.md in the collection explains the model, its sources and its measured accuracy.
+  - C(docs/sizing.md) in the collection explains the model, its sources and its measured accuracy.
   - Pure computation; changes nothing. O(config_path) is read on the target host.
 options:
   model:
     description:
-      - Architecture facts, as in the model's config.json - C(params_b) (total parameters, billions), C(num_layers),
+      - Architecture facts, as in the model's config.json. C(params_b) (total parameters, billions), C(num_layers),
         C(num_kv_heads), C(head_dim), and optionally C(kv_lora_rank) and C(qk_rope_head_dim) (MLA models such as
         DeepSeek-V2), C(num_attention_heads), C(hidden_size), C(intermediate_size), C(vocab_size),
         C(max_position_embeddings), C(experts_per_token), C(weights_gib) (measured weights of the whole model, which
@@ -84,11 +84,6 @@ options:
     description: The weights are already on the host; the startup budget leaves out the download.
     type: bool
     default: false
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
 author:
   - llmserve.k3s contributors
 """
@@ -191,7 +186,7 @@ ARGUMENT_SPEC = dict(
     gpu_memory_utilization=dict(type="float", default=0.9),
     max_model_len=dict(type="int"),
     max_num_seqs=dict(type="int"),
-    max_num_batched_tokens=dict(type="int"),
+    max_num_batched_tokens=dict(type="int", no_log=False),
     predownload=dict(type="bool", default=False),
 )
 

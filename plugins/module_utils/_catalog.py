@@ -9,7 +9,6 @@ and the fix; the caller fails on any of them before anything changes.
 
 from __future__ import annotations
 
-import math
 import re
 
 from ansible_collections.llmserve.k3s.plugins.module_utils import _sizing
@@ -290,8 +289,9 @@ def _size(plans, models, nodes, predownload, errors):
             current = _memory_gi(plan["resources"][part][key])
             if current is None or _memory_gi(value) > current:
                 plan["resources"][part][key] = value
-        plan["sizing"] = {k: result[k] for k in ("weights_gib", "activation_gib", "non_torch_gib", "kv_cache_gib", "kv_bytes_per_token",
-                                                  "kv_cache_tokens", "max_concurrency", "fits", "gpu")}
+        kept = ("weights_gib", "activation_gib", "non_torch_gib", "kv_cache_gib", "kv_bytes_per_token", "kv_cache_tokens",
+                "max_concurrency", "fits", "gpu")
+        plan["sizing"] = dict((k, result[k]) for k in kept)
         plan["sizing"]["node"] = node["name"]
 
 

@@ -209,8 +209,8 @@ def _check_number(name, value, low, high=None, integer=True):
         return
     bad = isinstance(value, bool) or not isinstance(value, int if integer else (int, float))
     if bad or value < low or (high is not None and value > high):
-        raise SizingError("%s is %r. Fix: set %s%s" % (name, value, "a whole number of at least %d" % low if integer else
-                                                        "a number in (%s, %s]" % (low, high), ""))
+        want = "a whole number of at least %d" % low if integer else "a number in (%s, %s]" % (low, high)
+        raise SizingError("%s is %r. Fix: set %s" % (name, value, want))
 
 
 def non_torch_gib(gpu_key, tp):

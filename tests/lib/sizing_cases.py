@@ -42,7 +42,7 @@ def kv_ok(predicted, observed):
 def formula(case):
     """What the model says for a formula case: tokens in the logged KV GiB, GiB max_model_len needs, largest length."""
     arch = PRESETS[case["model"]]
-    per_token = _sizing.kv_bytes_per_token(arch, case["tensor_parallel_size"], "auto", case["dtype"])
+    per_token = _sizing.kv_bytes_per_token(arch, case["tensor_parallel_size"], case.get("kv_cache_dtype", "auto"), case["dtype"])
     kv = case["observed"]["kv_cache_gib"]
     tokens = int(kv * _sizing.GIB // (per_token * _sizing.BLOCK_SIZE)) * _sizing.BLOCK_SIZE
     length = case["max_model_len"]

@@ -16,7 +16,7 @@ FORMULA = [c for c in CASES if c["kind"] == "formula"]
 
 
 def test_the_data_covers_fits_and_failures():
-    assert len(FULL) >= 7 and len(FORMULA) >= 4
+    assert len(FULL) >= 7 and len(FORMULA) >= 6
     assert any(not c["observed"]["fits"] for c in FULL) and any(c["observed"]["fits"] for c in FULL)
     assert all(c["source"].startswith("https://github.com/") for c in CASES)
 
@@ -54,5 +54,5 @@ def test_bytes_per_token_match_vllm(case):
     if "largest_max_model_len" in want:
         assert abs(got["largest_max_model_len"] - want["largest_max_model_len"]) <= 0.002 * want["largest_max_model_len"] + 16
     if "max_concurrency" in want:
-        assert round(got["max_concurrency"], 2) == pytest.approx(want["max_concurrency"], abs=0.01)
+        assert got["max_concurrency"] == pytest.approx(want["max_concurrency"], abs=0.015)
     assert got["fits"] is want["fits"]

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
-# Copyright: llmserve.k3s contributors
-# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+# Copyright: (c) 2026, llmserve.k3s contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Will a model fit on a GPU under vLLM V1, and with which settings? Pure logic, stdlib only.
 
 The model follows how vLLM V1 sizes its KV cache (docs/sizing.md has the details and the sources):

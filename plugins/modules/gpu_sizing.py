@@ -1,7 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
-# Copyright: llmserve.k3s contributors
-# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+# Copyright: (c) 2026, llmserve.k3s contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ options:
     type: bool
     default: false
 author:
-  - llmserve.k3s contributors
+  - llmserve.k3s maintainers (@llmserve)
 """
 
 EXAMPLES = r"""

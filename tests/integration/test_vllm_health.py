@@ -31,7 +31,8 @@ def run_module(**args):
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
                ANSIBLE_STDOUT_CALLBACK="ansible.posix.json", ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".venv" / "collections"))
     cmd = [os.path.join(os.path.dirname(sys.executable), "ansible"), "localhost", "-c", "local",
-           "-i", "localhost,", "-m", "llmserve.k3s.vllm_health", "-a", json.dumps(args)]
+           "-i", "localhost,", "-e", "ansible_python_interpreter=" + sys.executable,
+           "-m", "llmserve.k3s.vllm_health", "-a", json.dumps(args)]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
     try:
         output = json.loads(proc.stdout)
@@ -116,6 +117,13 @@ def test_bad_arguments_fail_before_any_request():
     assert result["failed"] and "timeout is -5" in result["msg"]
 
 
+def test_health_playbook_bad_settings_name_the_variable():
+    result = run_playbook("health.yml", "inventories/workstation", extra_vars={
+        "llmserve_models": [{"name": "tiny-llama"}], "llmserve_health_endpoints": ["pod"]})
+    assert result.returncode != 0
+    assert "llmserve_health_endpoints=['pod'] (give service and/or ingress)" in result.stdout
+
+
 def _health_playbook(models, urls, endpoints=("service", "ingress")):
     return run_playbook("health.yml", "inventories/workstation", extra_vars={
         "llmserve_models": models, "llmserve_health_urls": urls, "llmserve_health_endpoints": list(endpoints)})
@@ -129,12 +137,13 @@ def test_health_playbook_table_and_failure(vllm_server):
     result = _health_playbook(models, urls)
     out = result.stdout
     assert result.returncode != 0, out[-3000:]
-    rows = [line for line in out.splitlines() if line.strip().startswith('"') and "http://" in line]
-    tiny = [row for row in rows if row.strip('" ,').startswith("tiny-llama")]
-    ghost = [row for row in rows if row.strip('" ,').startswith("ghost")]
-    assert len(tiny) == 2 and all(" ready " in row and " ms " in row for row in tiny), rows
-    assert len(ghost) == 2 and all(" unreachable " in row for row in ghost), rows
-    assert not any(row.strip('" ,').startswith("off") for row in rows), "a disabled model was checked"
+    rows = [line.split() for line in out.splitlines()]
+    rows = [row for row in rows if len(row) > 3 and row[1] in ("service", "ingress")]
+    tiny = [row for row in rows if row[0] == "tiny-llama"]
+    ghost = [row for row in rows if row[0] == "ghost"]
+    assert len(tiny) == 2 and all(row[2] == "ready" and row[4] == "ms" for row in tiny), rows
+    assert len(ghost) == 2 and all(row[2] == "unreachable" and row[3] == "-" for row in ghost), rows
+    assert not any(row[0] == "off" for row in rows), "a disabled model was checked"
     assert "ghost (service): unreachable" in out
 
     result = _health_playbook([{"name": "tiny-llama"}], urls, endpoints=["service"])

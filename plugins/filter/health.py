@@ -102,9 +102,9 @@ def status_report(diagnosis):
             _auto(model["max_num_seqs"]),
             model["tensor_parallel_size"], ",".join(model["placement"] or []) or "-"))
         for pod in model["pods"]:
-            lines.append("    %s %s%s restarts=%s%s" % (pod["name"], pod["phase"], " ready" if pod["ready"] else "",
-                                                       pod["restarts"],
-                                                       " (%s)" % pod["reason"] if pod["reason"] else ""))
+            ready = " ready" if pod["ready"] else ""
+            reason = " (%s)" % pod["reason"] if pod["reason"] else ""
+            lines.append("    %s %s%s restarts=%s%s" % (pod["name"], pod["phase"], ready, pod["restarts"], reason))
     lines.append("Volume claims:")
     for claim in diagnosis.get("pvcs") or []:
         lines.append("  %s: %s %s" % (claim["name"], claim["phase"], claim["volume"]))

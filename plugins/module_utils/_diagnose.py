@@ -147,7 +147,7 @@ def error_lines(text, limit=8):
     """The last lines that carry an error, else the last lines."""
     lines = [line.rstrip() for line in (text or "").splitlines() if line.strip()]
     errors = [line for line in lines if re.search(r"Error|ERROR|error:|Killed|Cannot |denied|restricted", line)
-              or any(pattern.search(line) for _, pattern, _, _ in LOG_PATTERNS)]
+              or any(entry[1].search(line) for entry in LOG_PATTERNS)]
     return (errors or lines)[-limit:]
 
 
@@ -216,8 +216,8 @@ def diagnose(plan_models, nodes, pods, pvcs, events=(), secrets=(), logs=None, h
                        "placement": model.get("placement", [])})
         if model.get("gated") and not predownload and hf_token_secret not in secret_names:
             find("error", "model/%s" % name,
-                 "%s is gated on Hugging Face and the Secret %s is missing" % (model.get("model", name),
-                                                                             hf_token_secret),
+                 "%s is gated on Hugging Face and the Secret %s is missing"
+                 % (model.get("model", name), hf_token_secret),
                  "set llmserve_hf_token (Ansible Vault) or HF_TOKEN and re-run --tags namespace, or pre-download "
                  "the model (llmserve_models_predownload: true)")
         if not mine:

@@ -101,8 +101,10 @@ def http_fetch(url, method="GET", headers=None, body=None, timeout=10.0, context
     def done(**kwargs):
         return Response(elapsed_ms=round((time.monotonic() - started) * 1000.0, 1), **kwargs)
 
+    # An opener of our own: the TLS context goes into its HTTPS handler (same handlers as the default one).
+    opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context))
     try:
-        with urllib.request.urlopen(request, timeout=timeout, context=context) as answer:
+        with opener.open(request, timeout=timeout) as answer:
             return done(status=answer.status, body=answer.read(), headers=dict(answer.headers.items()))
     except urllib.error.HTTPError as err:
         try:
@@ -190,10 +192,10 @@ def parse_prometheus(text):
         labels = {}
         if "{" in line:
             name, rest = line.split("{", 1)
-            label_text, _, value_text = rest.rpartition("}")
+            label_text, value_text = rest.rpartition("}")[::2]
             labels = _parse_labels(label_text)
         else:
-            name, _, value_text = line.partition(" ")
+            name, value_text = line.partition(" ")[::2]
         fields = value_text.split()
         if not fields:
             continue
@@ -241,9 +243,9 @@ def vllm_metrics(text, model=None):
             rows = samples.get(name)
             if not rows:
                 continue
-            if model and any(labels.get("model_name") == model for labels, _ in rows):
+            if model and any(row[0].get("model_name") == model for row in rows):
                 rows = [row for row in rows if row[0].get("model_name") == model]
-            values = [value for _, value in rows]
+            values = [row[1] for row in rows]
             if key == "kv_cache_usage_perc":
                 result[key] = round(max(values), 4)
             else:
@@ -331,8 +333,8 @@ def check_once(fetch, url, model=None, api_key=None, headers=None, completion_pr
             return finish(*_transport_verdict(completion_url, resp))
         result["latency_ms"]["completion"] = resp.elapsed_ms
         if resp.status == 404 and resp.from_vllm():
-            return finish("model_missing", "%s: %s (served: %s)" % (completion_url, resp.short_body(),
-                                                                     ", ".join(names)))
+            return finish("model_missing", "%s: %s (served: %s)"
+                          % (completion_url, resp.short_body(), ", ".join(names)))
         if not 200 <= resp.status < 300:
             return finish(*_http_verdict(completion_url, resp, "completion"))
         data = resp.json()

@@ -24,7 +24,7 @@ description:
   - Changes nothing; runs the same in check mode.
 version_added: 0.1.0
 author:
-  - llmserve.k3s maintainers
+  - llmserve.k3s maintainers (@llmserve)
 options:
   url:
     description:

@@ -65,7 +65,7 @@ def test_queue_and_kv_cache_under_load(vllm_server):
                 produced.append(json.loads(answer.read())["usage"]["completion_tokens"])
 
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        workers = [pool.submit(generate) for _ in range(8)]
+        workers = [pool.submit(generate) for worker in range(8)]
         time.sleep(1.0)
         result = run_module(url=vllm_server.url, model="tiny-llama", completion_probe=False)
         stop.set()
@@ -115,6 +115,8 @@ def test_bad_arguments_fail_before_any_request():
     assert result["failed"] and "not an http(s) URL" in result["msg"]
     result = run_module(url="http://127.0.0.1:1", timeout=-5)
     assert result["failed"] and "timeout is -5" in result["msg"]
+    result = run_module(url="https://127.0.0.1:1", ca_path="/nonexistent/ca.pem")
+    assert result["failed"] and "ca_path /nonexistent/ca.pem cannot be used" in result["msg"]
 
 
 def test_health_playbook_bad_settings_name_the_variable():

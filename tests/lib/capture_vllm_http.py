@@ -60,9 +60,9 @@ def main(dest):
                 fetch(server, "/v1/completions", "POST", long, KEY, 300)
 
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            workers = [pool.submit(generate) for _ in range(8)]
+            workers = [pool.submit(generate) for worker in range(8)]
             busiest, busiest_load = None, -1.0
-            for _ in range(20):
+            for scrape in range(20):
                 time.sleep(0.25)
                 resp = fetch(server, "/metrics")
                 figures = _health.vllm_metrics(resp.body, "tiny-llama")

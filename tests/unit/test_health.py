@@ -73,24 +73,24 @@ def test_ready_from_real_vllm_answers():
     assert result["metrics"] == {"running": 0, "waiting": 0, "kv_cache_usage_perc": 0.0}
     assert set(result["latency_ms"]) == {"health", "models", "completion", "metrics"}
     # /health goes without the key; /v1/* carries it.
-    auth = {(m, p): h.get("Authorization") for m, p, h, _ in fetch.calls}
+    auth = {(c[0], c[1]): c[2].get("Authorization") for c in fetch.calls}
     assert auth[("GET", "/health")] is None
     assert auth[("GET", "/v1/models")] == auth[("POST", "/v1/completions")] == "Bearer k"
-    completion = [b for m, p, _, b in fetch.calls if p == "/v1/completions"][0]
+    completion = [c[3] for c in fetch.calls if c[1] == "/v1/completions"][0]
     assert completion["max_tokens"] == 1 and completion["model"] == "tiny-llama"
 
 
 def test_probes_can_be_turned_off():
     result, fetch = check(HEALTHY, completion_probe=False, check_metrics=False)
     assert result["status"] == "ready"
-    assert [p for _, p, _, _ in fetch.calls] == ["/health", "/v1/models"]
+    assert [c[1] for c in fetch.calls] == ["/health", "/v1/models"]
     assert result["metrics"] == {}
 
 
 def test_without_model_the_first_served_one_is_probed():
     result, fetch = check(HEALTHY, model=None)
     assert result["status"] == "ready"
-    assert [b for _, p, _, b in fetch.calls if p == "/v1/completions"][0]["model"] == "tiny-llama"
+    assert [c[3] for c in fetch.calls if c[1] == "/v1/completions"][0]["model"] == "tiny-llama"
 
 
 @pytest.mark.parametrize("changes, status, words", [
@@ -118,7 +118,7 @@ def test_without_model_the_first_served_one_is_probed():
     ({"GET /health": "traefik_404", "GET /v1/models": "traefik_404"}, "unreachable", ["no route"]),
 ])
 def test_statuses(changes, status, words):
-    result, _ = check(with_(**changes))
+    result, _calls = check(with_(**changes))
     assert result["status"] == status, result["msg"]
     for word in words:
         assert word in result["msg"], (word, result["msg"])
@@ -128,17 +128,17 @@ def test_model_missing_names_the_served_models():
     result, fetch = check(HEALTHY, model="llama-3.1-8b")
     assert result["status"] == "model_missing"
     assert "tiny-llama" in result["msg"] and "llama-3.1-8b" in result["msg"]
-    assert ("POST", "/v1/completions") not in [(m, p) for m, p, _, _ in fetch.calls]
+    assert ("POST", "/v1/completions") not in [(c[0], c[1]) for c in fetch.calls]
 
 
 def test_completion_404_from_vllm_is_model_missing():
-    result, _ = check(with_(**{"POST /v1/completions": "vllm_completion_wrong_model"}))
+    result, _calls = check(with_(**{"POST /v1/completions": "vllm_completion_wrong_model"}))
     assert result["status"] == "model_missing"
     assert "does not exist" in result["msg"]
 
 
 def test_ingress_without_health_route_uses_models_as_readiness():
-    result, _ = check(with_(**{"GET /health": "traefik_404", "GET /metrics": "traefik_404"}))
+    result, _calls = check(with_(**{"GET /health": "traefik_404", "GET /metrics": "traefik_404"}))
     assert result["status"] == "ready", result["msg"]
     assert "/health is not routed" in result["msg"]
     assert result["metrics"] == {}
@@ -149,7 +149,7 @@ def test_auth_in_front_of_health_retries_with_the_key():
     table = with_(**{"GET /health": ["traefik_401_basic", "vllm_health_200"]})
     result, fetch = check(table, api_key="k")
     assert result["status"] == "ready"
-    assert [h.get("Authorization") for m, p, h, _ in fetch.calls if p == "/health"] == [None, "Bearer k"]
+    assert [c[2].get("Authorization") for c in fetch.calls if c[1] == "/health"] == [None, "Bearer k"]
 
 
 def test_metrics_of_a_busy_server():
@@ -204,13 +204,13 @@ def wait(table, **kwargs):
 
 def test_waits_while_the_server_starts():
     refused = transport("refused")
-    result, _ = wait(with_(**{"GET /health": [refused, refused, refused, "vllm_health_200"]}), timeout=60, interval=5)
+    result, _calls = wait(with_(**{"GET /health": [refused, refused, refused, "vllm_health_200"]}), timeout=60, interval=5)
     assert result["ready"] and result["status"] == "ready"
     assert result["checks"] == 4 and result["waited_s"] == 15.0
 
 
 def test_gives_up_with_timeout_and_the_last_status():
-    result, _ = wait(with_(**{"GET /health": transport("refused")}), timeout=12, interval=5)
+    result, _calls = wait(with_(**{"GET /health": transport("refused")}), timeout=12, interval=5)
     assert result["status"] == "timeout" and not result["ready"]
     assert result["last_status"] == "unreachable"
     assert result["checks"] == 3 and "not ready after 12s" in result["msg"]
@@ -221,12 +221,12 @@ def test_gives_up_with_timeout_and_the_last_status():
     ({}, "model_missing"),
 ])
 def test_does_not_wait_for_what_waiting_cannot_fix(changes, status):
-    result, _ = wait(with_(**changes), model="nope" if status == "model_missing" else "tiny-llama", timeout=600)
+    result, _calls = wait(with_(**changes), model="nope" if status == "model_missing" else "tiny-llama", timeout=600)
     assert result["status"] == status and result["checks"] == 1
 
 
 def test_single_check_when_timeout_is_zero():
-    result, _ = wait(with_(**{"GET /health": transport("refused")}), timeout=0)
+    result, _calls = wait(with_(**{"GET /health": transport("refused")}), timeout=0)
     assert result["status"] == "unreachable" and result["checks"] == 1 and result["last_status"] == "unreachable"
 
 

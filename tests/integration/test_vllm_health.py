@@ -126,6 +126,20 @@ def test_health_playbook_bad_settings_name_the_variable():
     assert "llmserve_health_endpoints=['pod'] (give service and/or ingress)" in result.stdout
 
 
+def test_health_playbook_default_service_url_is_the_cluster_dns_name():
+    """Without an override the Service is checked at <k8s_name>.<namespace>.svc:8000 (resolves only in-cluster).
+
+    The ClusterIP lookup (kubernetes.core.k8s_info, the default) needs a cluster and is not run here.
+    """
+    result = run_playbook("health.yml", "inventories/workstation", extra_vars={
+        "llmserve_models": [{"name": "tiny.llama"}], "llmserve_health_endpoints": ["service"],
+        "llmserve_health_service_address": "dns", "llmserve_namespace": "llm-test"})
+    assert result.returncode != 0
+    assert "tiny.llama  service   unreachable  -" in result.stdout
+    assert "http://vllm-tiny-llama.llm-test.svc:8000" in result.stdout
+    assert "name does not resolve" in result.stdout
+
+
 def _health_playbook(models, urls, endpoints=("service", "ingress")):
     return run_playbook("health.yml", "inventories/workstation", extra_vars={
         "llmserve_models": models, "llmserve_health_urls": urls, "llmserve_health_endpoints": list(endpoints)})

@@ -229,6 +229,16 @@ def diagnose(plan_models, nodes, pods, pvcs, events=(), secrets=(), logs=None, h
             "ok": not any(f["severity"] == "error" for f in findings)}
 
 
+def _sizing_hint(model):
+    """What gpu_sizing said about the model, when the plan carries its result (plan key 'sizing')."""
+    sizing = model.get("sizing") or {}
+    parts = [str(s) for s in sizing.get("suggestions") or []]
+    recommended = sizing.get("recommended") or {}
+    if recommended.get("max_model_len"):
+        parts.append("recommended max_model_len %s" % recommended["max_model_len"])
+    return "; gpu_sizing: %s" % "; ".join(parts) if parts else ""
+
+
 def _diagnose_pod(find, model, pod, events, log):
     subject = "pod/%s" % pod["name"]
     messages = [e.get("message", "") for e in events]
@@ -262,10 +272,10 @@ def _diagnose_pod(find, model, pod, events, log):
     crashing = pod["reason"] in ("CrashLoopBackOff", "Error") or pod["last_reason"] == "Error" or pod["restarts"] > 2
     matched = classify_log(log)
     for kind, problem, fix in matched:
-        if kind == "kv_cache":
-            fix = "%s; the plan has max_model_len=%s, gpu_memory_utilization=%s, tensor_parallel_size=%s" % (
+        if kind in ("kv_cache", "cuda_oom", "gpu_busy"):
+            fix = "%s; the plan has max_model_len=%s, gpu_memory_utilization=%s, tensor_parallel_size=%s%s" % (
                 fix, model.get("max_model_len"), model.get("gpu_memory_utilization"),
-                model.get("tensor_parallel_size"))
+                model.get("tensor_parallel_size"), _sizing_hint(model))
         find("error", subject, problem, fix, error_lines(log))
     if crashing and not matched and pod["last_reason"] != "OOMKilled":
         find("error", subject, "%s restarts (%s)" % (pod["restarts"], pod["reason"] or pod["last_reason"]),

@@ -161,6 +161,16 @@ def test_crash_loop_diagnosed_from_real_logs(logname, words):
     assert len(result["findings"][0]["evidence"]) <= 8
 
 
+def test_kv_cache_finding_carries_the_sizing_result_when_the_plan_has_one():
+    crashing = pod(**CRASH)
+    sizing = {"fits": False, "suggestions": ["max_model_len 16384 fits", "tensor_parallel_size 2 fits"],
+              "recommended": {"max_model_len": 16384}}
+    result = run(plan_models=[plan(sizing=sizing)], pods=[crashing],
+                 logs={crashing["metadata"]["name"]: log("cuda_oom")})
+    fix = result["findings"][0]["fix"]
+    assert "gpu_sizing: max_model_len 16384 fits; tensor_parallel_size 2 fits; recommended max_model_len 16384" in fix
+
+
 def test_unknown_crash_shows_the_last_lines():
     crashing = pod(**CRASH)
     result = run(pods=[crashing], logs={crashing["metadata"]["name"]: "INFO starting\nRuntimeError: something new\n"})

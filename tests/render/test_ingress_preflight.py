@@ -21,12 +21,12 @@ CASES = {
     "trusted-ip-host-bits": ({"ingress_trusted_ips": ["192.0.2.1/24"]}, "ingress_trusted_ips"),
     "cert-manager-no-issuer": ({"llmserve_ingress_tls_mode": "cert-manager"}, "ingress_cert_manager_issuer"),
     "tls-mode-unknown": ({"llmserve_ingress_tls_mode": "letsencrypt"}, "ingress_tls_mode must be one of"),
-    "ab-weight-zero": ({"ingress_ab_test": dict(AB, backends=[{"model": "llama-3.1-8b", "weight": 0},
-                                                               {"model": "mixtral-8x7b", "weight": 10}])}, "ingress_ab_test"),
-    "ab-unknown-model": ({"ingress_ab_test": dict(AB, backends=[{"model": "llama-3.1-8b", "weight": 1},
-                                                                 {"model": "gpt-5", "weight": 1}])}, "ingress_ab_test"),
-    "ab-disabled-model": ({"ingress_ab_test": dict(AB, backends=[{"model": "llama-3.1-8b", "weight": 1},
-                                                                  {"model": "llama-3.1-8b-multi", "weight": 1}])}, "enabled catalog model"),
+    "ab-weight-zero": ({"ingress_ab_test": dict(AB, backends=[
+        {"model": "llama-3.1-8b", "weight": 0}, {"model": "mixtral-8x7b", "weight": 10}])}, "ingress_ab_test"),
+    "ab-unknown-model": ({"ingress_ab_test": dict(AB, backends=[
+        {"model": "llama-3.1-8b", "weight": 1}, {"model": "gpt-5", "weight": 1}])}, "ingress_ab_test"),
+    "ab-disabled-model": ({"ingress_ab_test": dict(AB, backends=[
+        {"model": "llama-3.1-8b", "weight": 1}, {"model": "llama-3.1-8b-multi", "weight": 1}])}, "enabled catalog model"),
     "api-key-without-keys": (dict(APPLY, llmserve_auth_mode="api-key"), "llmserve_api_keys"),
     "api-key-too-short": (dict(APPLY, llmserve_auth_mode="api-key", llmserve_api_keys=["short"]), "llmserve_api_keys"),
     "basic-without-users": (dict(APPLY, llmserve_auth_mode="basic"), "llmserve_basic_auth_users"),

@@ -50,7 +50,7 @@ def keyed(tmp_path_factory):
 
 
 def test_render_and_output_hold_no_secret(keyed):
-    dest, _, output = keyed
+    dest, output = keyed[0], keyed[2]
     text = _files_text(dest)
     for secret in KEYS + [PASSWORD, HF_TOKEN]:
         assert secret not in text

@@ -91,10 +91,10 @@ def test_operators_manage_and_viewers_only_read(workstation, predownloaded):
                             ("policy", "poddisruptionbudgets"), ("llmserve.io", "llmconfigs")):
         assert any(g == group and r == resource and manage <= v for g, r, v in ops), resource
         assert any(g == group and r == resource and v == {"get", "list", "watch"} for g, r, v in viewers), resource
-    assert any(r == "pods/log" and "get" in v for _, r, v in ops)
-    assert any(r == "pods/log" and v == {"get"} for _, r, v in viewers)
-    assert all(v <= {"get", "list", "watch"} for _, _, v in viewers)
-    assert not any(r in ("secrets", "*") for _, r, _ in ops + viewers)
+    assert any(rule[1] == "pods/log" and "get" in rule[2] for rule in ops)
+    assert any(rule[1] == "pods/log" and rule[2] == {"get"} for rule in viewers)
+    assert all(rule[2] <= {"get", "list", "watch"} for rule in viewers)
+    assert not any(rule[1] in ("secrets", "*") for rule in ops + viewers)
     bindings = {o["metadata"]["name"]: o for o in workstation[1].values() if o["kind"] == "RoleBinding"}
     assert bindings["llmserve-viewers"]["subjects"] == [
         {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "llmserve-viewers"}]

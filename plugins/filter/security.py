@@ -1,0 +1,72 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, llmserve.k3s contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Filters of the ingress and gpu_device_plugin roles: input checks, htpasswd content for Traefik's BasicAuth, allocatable GPUs."""
+
+from __future__ import annotations
+
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.llmserve.k3s.plugins.module_utils import _netsec
+
+try:
+    import bcrypt
+    HAS_BCRYPT = True
+except ImportError:  # pragma: no cover - reported when the filter is used
+    HAS_BCRYPT = False
+
+BCRYPT_ROUNDS = 10
+
+
+def _existing_hashes(existing):
+    out = {}
+    for line in (existing or "").splitlines():
+        if ":" in line:
+            user, hashed = line.split(":", 1)
+            out[user.strip()] = hashed.strip()
+    return out
+
+
+def htpasswd(users, existing=""):
+    """htpasswd lines (bcrypt) for [{name, password}]; a hash in existing that still verifies is kept (idempotent)."""
+    if not HAS_BCRYPT:
+        raise AnsibleFilterError("htpasswd needs the Python package bcrypt on the controller (pip install bcrypt)")
+    old = _existing_hashes(existing)
+    lines = []
+    for user in users or []:
+        if not isinstance(user, dict) or not user.get("name") or not user.get("password"):
+            raise AnsibleFilterError("htpasswd: every user needs a name and a password")
+        name, password = str(user["name"]), str(user["password"]).encode("utf-8")
+        if ":" in name:
+            raise AnsibleFilterError("htpasswd: user name %r contains ':'" % name)
+        if len(password) > 72:
+            raise AnsibleFilterError("htpasswd: the password of %r is longer than bcrypt's 72 bytes" % name)
+        kept = old.get(name, "")
+        if kept.startswith(("$2a$", "$2b$", "$2y$")) and bcrypt.checkpw(password, kept.encode("ascii")):
+            lines.append("%s:%s" % (name, kept))
+        else:
+            lines.append("%s:%s" % (name, bcrypt.hashpw(password, bcrypt.gensalt(BCRYPT_ROUNDS)).decode("ascii")))
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def enabled_models(models):
+    """The enabled catalog entries, in catalog order (an entry without enabled is enabled)."""
+    return [m for m in models or [] if isinstance(m, dict) and m.get("name") and m.get("enabled", True) is not False]
+
+
+def allocatable(nodes, resource):
+    """{node name: allocatable count of resource} of Node objects (0 where the node advertises none)."""
+    out = {}
+    for node in nodes or []:
+        value = ((node.get("status") or {}).get("allocatable") or {}).get(resource, "0")
+        try:
+            out[(node.get("metadata") or {}).get("name", "")] = int(str(value))
+        except ValueError:
+            out[(node.get("metadata") or {}).get("name", "")] = 0
+    return out
+
+
+class FilterModule:
+    def filters(self):
+        return {"htpasswd": htpasswd, "bad_ip_ranges": _netsec.bad_ip_ranges, "is_dns_name": _netsec.is_dns_name,
+                "enabled_models": enabled_models, "allocatable": allocatable}

@@ -1,0 +1,120 @@
+"""The gpu component (NVIDIA device plugin, time-slicing, GPU Operator) and the accelerator profiles of the model pods.
+
+Rendered by the real playbook and validated against Kubernetes 1.35 and the helm-controller CRDs; the device plugin,
+the operator and the GPUs themselves do not run here.
+"""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from k8s_schema import load_bundle, validate
+from playbook import render
+
+
+def _render(tmp_path_factory, name, extra, tags):
+    dest = tmp_path_factory.mktemp(name)
+    result = render(dest, extra_vars=extra, tags=tags)
+    assert result.returncode == 0, result.stdout[-4000:]
+    return load_bundle(dest)
+
+
+@pytest.fixture(scope="module")
+def sliced(tmp_path_factory):
+    return _render(tmp_path_factory, "sliced", {"llmserve_gpu_time_slicing_replicas": 4}, "gpu")
+
+
+@pytest.fixture(scope="module")
+def operator(tmp_path_factory):
+    return _render(tmp_path_factory, "operator", {"llmserve_gpu_stack": "gpu-operator", "llmserve_gpu_time_slicing_replicas": 2}, "gpu")
+
+
+@pytest.fixture(scope="module")
+def amd(tmp_path_factory):
+    return _render(tmp_path_factory, "amd", {"llmserve_accelerator": "amd", "llmserve_gpu_stack": "none"}, "gpu,models")
+
+
+@pytest.fixture(scope="module")
+def gaudi(tmp_path_factory):
+    return _render(tmp_path_factory, "gaudi", {"llmserve_accelerator": "intel-gaudi", "llmserve_gpu_stack": "none"}, "gpu,models")
+
+
+def _kind(bundle, kind, folder="gpu/"):
+    return [o for p, o in bundle.items() if p.startswith(folder) and o["kind"] == kind]
+
+
+def test_device_plugin_daemonset(workstation):
+    (ds,) = _kind(workstation[1], "DaemonSet")
+    assert validate(ds) == []
+    spec = ds["spec"]["template"]["spec"]
+    assert spec["runtimeClassName"] == "nvidia"
+    assert spec["nodeSelector"] == {"llmserve.io/gpu": "true"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
+    (ctr,) = spec["containers"]
+    image, tag = ctr["image"].rsplit(":", 1)
+    assert image == "nvcr.io/nvidia/k8s-device-plugin" and tag.startswith("v0.") and tag != "latest"
+    assert {"name": "device-plugin", "mountPath": "/var/lib/kubelet/device-plugins"} in ctr["volumeMounts"]
+    assert not _kind(workstation[1], "ConfigMap")  # no time-slicing by default
+    assert "CONFIG_FILE" not in {e["name"] for e in ctr["env"]}
+
+
+def test_time_slicing_config(sliced):
+    (cm,) = _kind(sliced, "ConfigMap")
+    (ds,) = _kind(sliced, "DaemonSet")
+    assert validate(cm) == [] and validate(ds) == []
+    config = yaml.safe_load(cm["data"]["config.yaml"])
+    assert config["sharing"]["timeSlicing"]["resources"] == [{"name": "nvidia.com/gpu", "replicas": 4}]
+    assert config["sharing"]["timeSlicing"]["failRequestsGreaterThanOne"] is True
+    (ctr,) = ds["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in ctr["env"]}
+    mount = [m for m in ctr["volumeMounts"] if m["name"] == "config"][0]["mountPath"]
+    assert env["CONFIG_FILE"] == mount + "/config.yaml"
+    assert ds["spec"]["template"]["spec"]["volumes"][1]["configMap"]["name"] == cm["metadata"]["name"]
+    assert ds["spec"]["template"]["metadata"]["annotations"]["llmserve.io/config-hash"]
+
+
+def test_gpu_operator_helm_chart(operator):
+    (chart,) = _kind(operator, "HelmChart")
+    assert validate(chart) == []
+    assert not _kind(operator, "DaemonSet")
+    spec = chart["spec"]
+    assert spec["chart"] == "gpu-operator" and spec["version"].startswith("v2") and spec["repo"].startswith("https://")
+    values = yaml.safe_load(spec["valuesContent"])
+    # The host roles installed the driver and the toolkit: the operator must not install them again.
+    assert values["driver"]["enabled"] is False and values["toolkit"]["enabled"] is False
+    assert values["devicePlugin"]["config"] == {"name": "nvidia-device-plugin-config", "default": "any"}
+    (cm,) = _kind(operator, "ConfigMap")
+    assert cm["metadata"]["namespace"] == spec["targetNamespace"]
+    assert yaml.safe_load(cm["data"]["any"])["sharing"]["timeSlicing"]["resources"][0]["replicas"] == 2
+    (ns,) = _kind(operator, "Namespace")
+    assert [validate(o) for o in (cm, ns)] == [[], []]
+
+
+@pytest.mark.parametrize("name, resource, image, runtime, command", [
+    ("amd", "amd.com/gpu", "docker.io/vllm/vllm-openai-rocm", None, None),
+    ("gaudi", "habana.ai/gaudi", "vault.habana.ai/gaudi-docker/", None, ["vllm", "serve"]),
+    ("workstation", "nvidia.com/gpu", "docker.io/vllm/vllm-openai", "nvidia", None),
+])
+def test_accelerator_profiles_shape_the_model_pods(name, resource, image, runtime, command, request):
+    bundle = request.getfixturevalue(name)
+    bundle = bundle[1] if isinstance(bundle, tuple) else bundle
+    deployments = [o for p, o in bundle.items() if p.startswith("models/") and o["kind"] == "Deployment"]
+    assert deployments
+    for dep in deployments:
+        assert validate(dep) == []
+        spec = dep["spec"]["template"]["spec"]
+        (ctr,) = spec["containers"]
+        assert spec.get("runtimeClassName") == runtime
+        assert ctr["image"].startswith(image)
+        assert ctr.get("command") == command
+        for part in ("requests", "limits"):
+            assert ctr["resources"][part][resource] >= 1
+            assert not {"nvidia.com/gpu", "amd.com/gpu", "habana.ai/gaudi"} - {resource} & set(ctr["resources"][part])
+        assert {"key": resource, "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
+        env = {e["name"]: e.get("value") for e in ctr["env"]}
+        assert ("NVIDIA_DRIVER_CAPABILITIES" in env) is (name == "workstation")
+        if name == "gaudi":
+            assert env["PT_HPU_ENABLE_LAZY_COLLECTIVES"] == "true"
+    if name != "workstation":
+        assert not [p for p in bundle if p.startswith("gpu/")]  # the vendor's device plugin is not ours to deploy

@@ -1,0 +1,67 @@
+"""Bad ingress, auth and GPU settings fail in preflight, naming the variable, before anything is written or applied.
+
+Choices are refused by the roles' argument specs ("ingress_tls_mode must be one of ..."), cross-field rules by the
+preflight asserts. Each case runs the real playbooks/render.yml (or, for credentials that only an apply needs, the same with
+llmserve_apply=true and a kubeconfig that points nowhere: the run must fail before it would contact a cluster).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from playbook import render
+
+APPLY = {"llmserve_apply": True, "llmserve_kubeconfig": "/nonexistent/kubeconfig"}
+AB = {"enabled": True, "path": "/ab", "backends": [{"model": "llama-3.1-8b", "weight": 50}, {"model": "mixtral-8x7b", "weight": 50}]}
+
+CASES = {
+    "rate-average-zero": ({"ingress_rate_limit": {"average": 0, "period": "1s", "burst": 5, "source": "ip"}}, "ingress_rate_limit"),
+    "rate-burst-zero": ({"ingress_rate_limit": {"average": 5, "period": "1s", "burst": 0, "source": "ip"}}, "burst >= 1"),
+    "allow-list-range": ({"ingress_ip_allow_list": ["10.0.0.0/8", "10.1.2.300/24"]}, "10.1.2.300/24"),
+    "trusted-ip-host-bits": ({"ingress_trusted_ips": ["192.0.2.1/24"]}, "ingress_trusted_ips"),
+    "cert-manager-no-issuer": ({"llmserve_ingress_tls_mode": "cert-manager"}, "ingress_cert_manager_issuer"),
+    "tls-mode-unknown": ({"llmserve_ingress_tls_mode": "letsencrypt"}, "ingress_tls_mode must be one of"),
+    "ab-weight-zero": ({"ingress_ab_test": dict(AB, backends=[
+        {"model": "llama-3.1-8b", "weight": 0}, {"model": "mixtral-8x7b", "weight": 10}])}, "ingress_ab_test"),
+    "ab-unknown-model": ({"ingress_ab_test": dict(AB, backends=[
+        {"model": "llama-3.1-8b", "weight": 1}, {"model": "gpt-5", "weight": 1}])}, "ingress_ab_test"),
+    "ab-disabled-model": ({"ingress_ab_test": dict(AB, backends=[
+        {"model": "llama-3.1-8b", "weight": 1}, {"model": "llama-3.1-8b-multi", "weight": 1}])}, "enabled catalog model"),
+    "api-key-without-keys": (dict(APPLY, llmserve_auth_mode="api-key"), "llmserve_api_keys"),
+    "api-key-too-short": (dict(APPLY, llmserve_auth_mode="api-key", llmserve_api_keys=["short"]), "llmserve_api_keys"),
+    "basic-without-users": (dict(APPLY, llmserve_auth_mode="basic"), "llmserve_basic_auth_users"),
+    "basic-short-password": ({"llmserve_auth_mode": "basic", "llmserve_basic_auth_users": [{"name": "bob", "password": "x"}]},
+                             "llmserve_basic_auth_users"),
+    "forward-without-address": ({"llmserve_auth_mode": "forward"}, "ingress_forward_auth.address"),
+    "auth-mode-unknown": ({"llmserve_auth_mode": "oauth"}, "ingress_auth_mode must be one of"),
+    "host-not-dns": ({"llmserve_ingress_host": "LLM_server.local"}, "llmserve_ingress_host"),
+    "host-is-ip": ({"llmserve_ingress_host": "192.0.2.10"}, "llmserve_ingress_host"),
+    "default-model-unknown": ({"llmserve_ingress_default_model": "gpt-5"}, "llmserve_ingress_default_model"),
+    "accelerator-unknown": ({"llmserve_accelerator": "tpu"}, "llmserve_accelerator"),
+    "time-slicing-zero": ({"llmserve_gpu_time_slicing_replicas": 0}, "llmserve_gpu_time_slicing_replicas"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_fails_before_anything_is_written(case, tmp_path):
+    extra, message = CASES[case]
+    dest = tmp_path / "bundle"
+    result = render(dest, extra_vars=extra)
+    out = result.stdout
+    assert result.returncode != 0, out[-3000:]
+    assert message in out, out[-3000:]
+    assert "FAILED!" in out
+    # Nothing was written, nothing applied: the failing check is a preflight task of the first play tasks.
+    assert not dest.exists() or not any(dest.rglob("*")), sorted(map(str, dest.rglob("*")))
+    assert "Apply" not in out.split("FAILED!")[0].split("TASK [")[-1]
+
+
+def test_valid_settings_pass_the_same_checks(tmp_path):
+    """The counterpart: edge values that are valid render (so the checks above do not refuse everything)."""
+    extra = {"ingress_rate_limit": {"average": 1, "period": "1s", "burst": 1, "source": "ip", "ip_depth": 0},
+             "ingress_ip_allow_list": ["10.0.0.0/8", "192.0.2.7", "2001:db8::/32"],
+             "llmserve_ingress_host": "a.b-c.example", "ingress_ab_test": AB,
+             "llmserve_auth_mode": "basic", "llmserve_accelerator": "nvidia", "llmserve_gpu_time_slicing_replicas": 2}
+    result = render(tmp_path / "bundle", extra_vars=extra, tags="ingress,gpu")
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert (tmp_path / "bundle" / "ingress" / "traefikservice-llm-ab-test.yaml").exists()

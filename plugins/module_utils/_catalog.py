@@ -96,7 +96,7 @@ def size_class(params_b):
 
 
 def weights_gib(params_b, dtype, quantization):
-    per_param = _QUANT_BYTES.get(quantization) if quantization else _DTYPE_BYTES.get(dtype, 2)
+    per_param = _QUANT_BYTES.get(quantization) or _DTYPE_BYTES.get(dtype, 2)
     return round(params_b * 1e9 * per_param / GIB, 2)
 
 
@@ -126,7 +126,7 @@ def _validate_entry(index, entry, errors):
                      "use lower-case letters, digits, '-' and '.', starting and ending with a letter or digit")
     if not isinstance(entry.get("model"), str) or not entry.get("model"):
         errors.field(index, name, "model", "missing model id", "set model to a Hugging Face id such as meta-llama/Llama-3.1-8B-Instruct")
-    for field in ("revision", "architecture", "size_class", "quantization"):
+    for field in ("revision", "architecture", "size_class", "quantization", "dtype", "kv_cache_dtype"):
         if entry.get(field) is not None and not isinstance(entry[field], str):
             errors.field(index, name, field, "%r is not a string" % (entry[field],), "quote the value, or leave it unset")
     arch = entry.get("architecture")
@@ -301,15 +301,15 @@ def _place(plans, nodes, errors):
         for replica in range(plan["base_replicas"]):
             fits = [n for n in free if free[n] >= tp and _matches(plan["node_selector"], labels[n])]
             if not fits:
-                errors.append(
-                    "llmserve_models (%s): replica %d needs %d GPU(s) on one node%s, but free GPUs per node are %s "
-                    "(the enabled catalog asks for %d GPUs, the nodes have %d). Fix: lower replicas or tensor_parallel_size, "
-                    "disable a model (enabled: false), or add a GPU node (llmserve_gpu_count)."
-                    % (plan["name"], replica + 1, tp,
-                       " matching node_selector %s" % plan["node_selector"] if plan["node_selector"] else "",
+                errors.field(
+                    plan["index"], plan["name"], "replicas",
+                    "replica %d needs %d GPU(s) on one node%s, but free GPUs per node are %s "
+                    "(the enabled catalog asks for %d GPUs, the nodes have %d)"
+                    % (replica + 1, tp, " matching node_selector %s" % plan["node_selector"] if plan["node_selector"] else "",
                        ", ".join("%s=%d" % kv for kv in sorted(free.items())) or "none (no nodes)",
                        sum(p["tensor_parallel_size"] * p["base_replicas"] for p in todo),
-                       sum(int(n.get("gpu_count") or 0) for n in nodes)))
+                       sum(int(n.get("gpu_count") or 0) for n in nodes)),
+                    "lower replicas or tensor_parallel_size, disable a model (enabled: false), or add GPUs (llmserve_gpu_count)")
                 break
             best = min(fits, key=lambda n: (free[n], n))
             free[best] -= tp

@@ -111,7 +111,6 @@ def _validate_entry(index, entry, errors):
     if not isinstance(entry, dict):
         errors.field(index, None, "", "entry is %r, not a mapping" % (entry,), "write each model as a mapping with at least name and model")
         return False
-    before = len(errors)
     name = entry.get("name")
     name = name if isinstance(name, str) and name else None
     for key in sorted(entry, key=str):
@@ -126,6 +125,8 @@ def _validate_entry(index, entry, errors):
                      "use lower-case letters, digits, '-' and '.', starting and ending with a letter or digit")
     if not isinstance(entry.get("model"), str) or not entry.get("model"):
         errors.field(index, name, "model", "missing model id", "set model to a Hugging Face id such as meta-llama/Llama-3.1-8B-Instruct")
+    # The checks above leave the entry plannable (so every problem is reported at once); the ones below do not.
+    before = len(errors)
     for field in ("revision", "architecture", "size_class", "quantization", "dtype", "kv_cache_dtype"):
         if entry.get(field) is not None and not isinstance(entry[field], str):
             errors.field(index, name, field, "%r is not a string" % (entry[field],), "quote the value, or leave it unset")
@@ -224,7 +225,7 @@ def _resolve(entry, defaults, classes, predownload):
     spec = dict(defaults)
     spec.update({k: v for k, v in entry.items() if v is not None or k == "quantization"})
     arch = PRESETS.get(entry.get("architecture") or "", {})
-    params_b = entry.get("params_b", arch.get("params_b"))
+    params_b = entry.get("params_b") if entry.get("params_b") is not None else arch.get("params_b")
     spec["params_b"] = params_b
     spec["size_class"] = entry.get("size_class") or (size_class(float(params_b)) if params_b is not None else "medium")
     cls = classes.get(spec["size_class"], {})

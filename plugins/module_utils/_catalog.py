@@ -145,7 +145,8 @@ def _validate_entry(index, entry, errors):
     resources = entry.get("resources")
     if resources is not None:
         if not isinstance(resources, dict):
-            errors.field(index, name, "resources", "%r is not a mapping" % (resources,), "write resources: {requests: {cpu: '8', memory: 32Gi}, limits: {memory: 64Gi}}")
+            errors.field(index, name, "resources", "%r is not a mapping" % (resources,),
+                         "write resources: {requests: {cpu: '8', memory: 32Gi}, limits: {memory: 64Gi}}")
         else:
             for part in sorted(resources, key=str):
                 if part not in RESOURCE_FIELDS or not isinstance(resources[part], dict):
@@ -156,7 +157,8 @@ def _validate_entry(index, entry, errors):
                         errors.field(index, name, "resources.%s.%s" % (part, key), "unknown resource",
                                      "set only %s here (GPUs come from tensor_parallel_size)" % ", ".join(RESOURCE_FIELDS[part]))
                     elif isinstance(value, bool) or not QUANTITY.match(str(value)):
-                        errors.field(index, name, "resources.%s.%s" % (part, key), "%r is not a Kubernetes quantity" % (value,), "write e.g. '8' or 500m for cpu, 32Gi for memory")
+                        errors.field(index, name, "resources.%s.%s" % (part, key), "%r is not a Kubernetes quantity" % (value,),
+                                     "write e.g. '8' or 500m for cpu, 32Gi for memory")
     selector = entry.get("node_selector")
     if selector is not None and (not isinstance(selector, dict)
                                  or not all(isinstance(k, str) and isinstance(v, (str, int)) and not isinstance(v, bool) for k, v in selector.items())):

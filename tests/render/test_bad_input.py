@@ -79,7 +79,7 @@ def failed_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("bad-input")
 
     def run(case):
-        extra, tags, _ = CASES[case]
+        extra, tags = CASES[case][:2]
         dest = root / case / "bundle"
         result = render(dest, extra_vars=extra, tags=tags)
         return case, result, dest

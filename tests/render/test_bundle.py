@@ -11,7 +11,6 @@ import yaml
 from k8s_schema import validate
 
 
-
 @pytest.fixture(scope="module", params=["workstation", "multinode", "custom"])
 def rendered(request):
     return request.getfixturevalue(request.param)
@@ -28,7 +27,7 @@ def test_every_object_validates_strictly(custom):
 
 
 def test_kustomization_lists_every_file_in_apply_order(rendered):
-    folder, objects, _ = rendered
+    folder, objects = rendered[:2]
     kustomization = yaml.safe_load((folder / "kustomization.yaml").read_text(encoding="utf-8"))
     assert kustomization["apiVersion"] == "kustomize.config.k8s.io/v1beta1"
     resources = kustomization["resources"]
@@ -41,7 +40,7 @@ def test_kustomization_lists_every_file_in_apply_order(rendered):
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (client) is not installed")
 def test_kubectl_kustomize_builds_the_bundle(rendered):
-    folder, objects, _ = rendered
+    folder, objects = rendered[:2]
     built = subprocess.run(["kubectl", "kustomize", str(folder)], capture_output=True, text=True, timeout=120, check=False)
     assert built.returncode == 0, built.stderr
     documents = [doc for doc in yaml.safe_load_all(built.stdout) if doc]

@@ -340,4 +340,3 @@ def test_placement_fits_the_nodes(multinode):
             used[node] += gpus
     assert sum(used.values()) == 5
     assert all(used[n] <= capacity[n] for n in capacity), used
-

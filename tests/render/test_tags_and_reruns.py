@@ -10,6 +10,7 @@ import yaml
 from k8s_schema import load_bundle, load_yaml_docs
 from playbook import ROOT, recap, render
 
+
 def _catalog():
     """A fresh copy of the workstation inventory's catalog."""
     with open(ROOT / "inventories" / "workstation" / "group_vars" / "all" / "models.yml", encoding="utf-8") as handle:
@@ -38,9 +39,8 @@ def test_model_tag_renders_that_model_alone(tmp_path):
     result = render(tmp_path / "out", tags="llama-3.1-8b")
     assert result.returncode == 0, result.stdout[-3000:]
     files = _files(tmp_path / "out")
-    assert files == ["kustomization.yaml"] + sorted(
-        "models/llama-3.1-8b/%s" % f for f in ("deployment-vllm-llama-3-1-8b.yaml", "llmconfig-llama-3.1-8b.yaml",
-                                              "service-vllm-llama-3-1-8b.yaml"))
+    expected = ("deployment-vllm-llama-3-1-8b.yaml", "llmconfig-llama-3.1-8b.yaml", "service-vllm-llama-3-1-8b.yaml")
+    assert files == ["kustomization.yaml"] + sorted("models/llama-3.1-8b/" + f for f in expected)
     assert sorted(_kustomization(tmp_path / "out")) == files[1:]
 
 
@@ -130,4 +130,3 @@ def test_general_tags_render_every_model(tmp_path, tags, workstation):
     assert result.returncode == 0, result.stdout[-3000:]
     rendered = {p for p in _files(tmp_path / "out") if p.startswith("models/")}
     assert rendered == {p for p in workstation[1] if p.startswith("models/")}
-

@@ -130,3 +130,28 @@ def test_general_tags_render_every_model(tmp_path, tags, workstation):
     assert result.returncode == 0, result.stdout[-3000:]
     rendered = {p for p in _files(tmp_path / "out") if p.startswith("models/")}
     assert rendered == {p for p in workstation[1] if p.startswith("models/")}
+
+
+@pytest.mark.parametrize("mode, files", [
+    ("hostpath", ["persistentvolume-llm-models.yaml", "persistentvolumeclaim-llm-models.yaml"]),
+    ("local-path", ["persistentvolumeclaim-llm-models-deepseek-coder-v2-lite.yaml", "persistentvolumeclaim-llm-models-llama-3-1-8b.yaml",
+                    "persistentvolumeclaim-llm-models-mixtral-8x7b.yaml"]),
+    ("longhorn", ["persistentvolumeclaim-llm-models.yaml"]),
+])
+def test_storage_tag_and_mode(tmp_path, mode, files):
+    result = render(tmp_path / "out", extra_vars={"llmserve_storage_mode": mode}, tags="storage")
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert _files(tmp_path / "out") == ["kustomization.yaml"] + ["storage/" + f for f in files]
+
+
+def test_predownloaded_models_start_offline_without_the_token(tmp_path, workstation):
+    result = render(tmp_path / "out", extra_vars={"llmserve_models_predownload": True}, tags="llama-3.1-8b")
+    assert result.returncode == 0, result.stdout[-3000:]
+    path = "models/llama-3.1-8b/deployment-vllm-llama-3-1-8b.yaml"
+    offline, online = load_bundle(tmp_path / "out")[path], workstation[1][path]
+    pod, container = offline["spec"]["template"]["spec"], offline["spec"]["template"]["spec"]["containers"][0]
+    assert {e["name"]: e["value"] for e in container["env"]}["HF_HUB_OFFLINE"] == "1"
+    assert "hf-token" not in [v["name"] for v in pod["volumes"]]
+    assert "hf-token" in [v["name"] for v in online["spec"]["template"]["spec"]["volumes"]]
+    budget = [c["startupProbe"]["failureThreshold"] for c in (container, online["spec"]["template"]["spec"]["containers"][0])]
+    assert budget[0] < budget[1]  # no download to wait for

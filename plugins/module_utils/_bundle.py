@@ -21,6 +21,15 @@ COMPONENT_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?(/[a-z0-9]([-a-z0-9.]
 COMPONENT_ORDER = ("namespace", "storage", "gpu", "models", "ingress", "monitoring")
 
 
+# The arguments of the manifest_bundle module and its controller-side action plugin (one place for both).
+ARGUMENT_SPEC = dict(
+    dest=dict(type="path", required=True),
+    component=dict(type="str", required=True),
+    objects=dict(type="list", elements="dict", default=[]),
+    state=dict(type="str", choices=["present", "absent"], default="present"),
+)
+
+
 class BundleError(ValueError):
     """An object or path that cannot go into the bundle."""
 
@@ -179,3 +188,13 @@ def write_component(root, component, objects, state="present", check_mode=False)
     if not check_mode and os.path.isdir(root):
         changed = _write_if_changed(os.path.join(root, "kustomization.yaml"), kustomization_text(root)) or changed
     return changed, written, removed
+
+
+def run(params, check_mode=False):
+    """The manifest_bundle task: validated params -> result dict (changed, written, removed, files)."""
+    if not check_mode:
+        os.makedirs(params["dest"], exist_ok=True)
+    changed, written, removed = write_component(params["dest"], params["component"], params["objects"], params["state"], check_mode)
+    present = params["state"] == "present"
+    files = sorted(os.path.join(params["component"], f) for f in render_files(params["objects"])) if present else []
+    return dict(changed=changed, written=written, removed=removed, files=files)

@@ -9,6 +9,7 @@ and the fix; the caller fails on any of them before anything changes.
 
 from __future__ import annotations
 
+import difflib
 import re
 
 from ansible_collections.llmserve.k3s.plugins.module_utils import _sizing
@@ -18,6 +19,7 @@ from ansible_collections.llmserve.k3s.plugins.module_utils._sizing import size_c
 DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 MAX_NAME_LEN = 50  # the name is prefixed with "vllm-" for object names, which must stay DNS labels
 DTYPES = ("auto", "bfloat16", "float16", "float32")
+KV_CACHE_DTYPES = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
 QUANTIZATIONS = ("awq", "awq_marlin", "gptq", "gptq_marlin", "fp8", "compressed-tensors", "bitsandbytes",
                  "experts_int8", "gguf", "modelopt")
 # Bytes a parameter takes in the weights file, by quantization (None: by dtype).
@@ -54,6 +56,16 @@ FIELDS = {
     "storage_size": "PVC size for this model (local-path storage mode)",
 }
 AUTOSCALING_FIELDS = ("enabled", "min_replicas", "max_replicas", "target_waiting")
+RESOURCE_FIELDS = {"requests": ("cpu", "memory"), "limits": ("memory",)}
+BOOL_FIELDS = ("enabled", "gated", "enable_prefix_caching", "session_affinity")
+QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|Ki|Mi|Gi|Ti|Pi)?$")
+# vLLM flags the catalog sets from its own fields; extra_args must not set them a second time.
+MANAGED_FLAGS = {"--served-model-name": "name", "--host": None, "--port": None, "--revision": "revision", "--dtype": "dtype",
+                 "--quantization": "quantization", "--kv-cache-dtype": "kv_cache_dtype", "--max-model-len": "max_model_len",
+                 "--max-num-seqs": "max_num_seqs", "--max-num-batched-tokens": "max_num_batched_tokens",
+                 "--gpu-memory-utilization": "gpu_memory_utilization", "--tensor-parallel-size": "tensor_parallel_size",
+                 "-tp": "tensor_parallel_size", "--enable-prefix-caching": "enable_prefix_caching",
+                 "--no-enable-prefix-caching": "enable_prefix_caching", "--model": "model"}
 
 
 def k8s_name(name):
@@ -62,13 +74,9 @@ def k8s_name(name):
 
 
 def _closest(word, choices):
-    best, score = None, 0.0
-    for choice in choices:
-        common = len(set(word.split("_")) & set(choice.split("_")))
-        ratio = common / max(len(choice.split("_")), 1)
-        if ratio > score:
-            best, score = choice, ratio
-    return best
+    """The known name a typo most likely meant, or None."""
+    found = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
+    return found[0] if found else None
 
 
 def _is_int(value):
@@ -82,34 +90,84 @@ class _Errors(list):
 
 
 def weights_gib(params_b, dtype, quantization):
-    per_param = _QUANT_BYTES.get(quantization) if quantization else _DTYPE_BYTES.get(dtype, 2)
+    per_param = _QUANT_BYTES.get(quantization) or _DTYPE_BYTES.get(dtype, 2)
     return round(params_b * 1e9 * per_param / GIB, 2)
 
 
 def _validate_entry(index, entry, errors):
-    name = entry.get("name") if isinstance(entry, dict) else None
+    """Checks of the raw entry. False when it cannot be resolved (the errors say why)."""
     if not isinstance(entry, dict):
         errors.field(index, None, "", "entry is %r, not a mapping" % (entry,), "write each model as a mapping with at least name and model")
         return False
-    for key in sorted(entry):
+    name = entry.get("name")
+    name = name if isinstance(name, str) and name else None
+    for key in sorted(entry, key=str):
         if key not in FIELDS:
             hint = _closest(key, FIELDS)
             errors.field(index, name, key, "unknown field", ("did you mean %s? " % hint if hint else "") + "known fields: " + ", ".join(sorted(FIELDS)))
-    if not isinstance(name, str) or not name:
-        errors.field(index, None, "name", "missing", "give every model a DNS-1123 name such as llama-3.1-8b")
+    if name is None:
+        errors.field(index, None, "name", "missing (%r)" % (entry.get("name"),), "give every model a DNS-1123 name such as llama-3.1-8b")
         return False
     if len(name) > MAX_NAME_LEN or not DNS1123_SUBDOMAIN.match(name):
         errors.field(index, name, "name", "%r is not a DNS-1123 name of at most %d characters" % (name, MAX_NAME_LEN),
                      "use lower-case letters, digits, '-' and '.', starting and ending with a letter or digit")
     if not isinstance(entry.get("model"), str) or not entry.get("model"):
         errors.field(index, name, "model", "missing model id", "set model to a Hugging Face id such as meta-llama/Llama-3.1-8B-Instruct")
+    # The checks above leave the entry plannable (so every problem is reported at once); the ones below do not.
+    before = len(errors)
+    for field in ("revision", "architecture", "size_class", "quantization", "dtype", "kv_cache_dtype"):
+        if entry.get(field) is not None and not isinstance(entry[field], str):
+            errors.field(index, name, field, "%r is not a string" % (entry[field],), "quote the value, or leave it unset")
     arch = entry.get("architecture")
-    if arch is not None and arch not in PRESETS:
+    if isinstance(arch, str) and arch not in PRESETS:
         errors.field(index, name, "architecture", "unknown preset %r" % (arch,), "use one of %s, or set params_b" % ", ".join(sorted(PRESETS)))
     if arch is None and entry.get("params_b") is None and entry.get("size_class") is None:
         errors.field(index, name, "architecture", "neither architecture, params_b nor size_class is set",
                      "set architecture to a preset (%s) or params_b to the parameter count in billions" % ", ".join(sorted(PRESETS)))
-    return True
+    params = entry.get("params_b")
+    if params is not None and (isinstance(params, bool) or not isinstance(params, (int, float)) or params <= 0):
+        errors.field(index, name, "params_b", "%r is not a positive number" % (params,), "give the parameter count in billions, e.g. 8.03")
+    for field in BOOL_FIELDS:
+        if field in entry and entry[field] is not None and not isinstance(entry[field], bool):
+            errors.field(index, name, field, "%r is not a boolean" % (entry[field],), "write true or false (unquoted)")
+    auto = entry.get("autoscaling")
+    if auto is not None:
+        if not isinstance(auto, dict):
+            errors.field(index, name, "autoscaling", "%r is not a mapping" % (auto,), "write autoscaling: {enabled: true, min_replicas: 1, max_replicas: 4}")
+        else:
+            for key in sorted(auto, key=str):
+                if key not in AUTOSCALING_FIELDS:
+                    hint = _closest(key, AUTOSCALING_FIELDS)
+                    errors.field(index, name, "autoscaling.%s" % key, "unknown field",
+                                 ("did you mean %s? " % hint if hint else "") + "known fields: " + ", ".join(AUTOSCALING_FIELDS))
+            if "enabled" in auto and not isinstance(auto["enabled"], bool):
+                errors.field(index, name, "autoscaling.enabled", "%r is not a boolean" % (auto["enabled"],), "write true or false (unquoted)")
+    resources = entry.get("resources")
+    if resources is not None:
+        if not isinstance(resources, dict):
+            errors.field(index, name, "resources", "%r is not a mapping" % (resources,),
+                         "write resources: {requests: {cpu: '8', memory: 32Gi}, limits: {memory: 64Gi}}")
+        else:
+            for part in sorted(resources, key=str):
+                if part not in RESOURCE_FIELDS or not isinstance(resources[part], dict):
+                    errors.field(index, name, "resources.%s" % part, "unknown part or not a mapping", "use requests: {cpu, memory} and limits: {memory}")
+                    continue
+                for key, value in sorted(resources[part].items(), key=lambda kv: str(kv[0])):
+                    if key not in RESOURCE_FIELDS[part]:
+                        errors.field(index, name, "resources.%s.%s" % (part, key), "unknown resource",
+                                     "set only %s here (GPUs come from tensor_parallel_size)" % ", ".join(RESOURCE_FIELDS[part]))
+                    elif isinstance(value, bool) or not QUANTITY.match(str(value)):
+                        errors.field(index, name, "resources.%s.%s" % (part, key), "%r is not a Kubernetes quantity" % (value,),
+                                     "write e.g. '8' or 500m for cpu, 32Gi for memory")
+    selector = entry.get("node_selector")
+    if selector is not None and (not isinstance(selector, dict)
+                                 or not all(isinstance(k, str) and isinstance(v, (str, int)) and not isinstance(v, bool) for k, v in selector.items())):
+        errors.field(index, name, "node_selector", "%r is not a mapping of label names to values" % (selector,),
+                     "write node_selector: {llmserve.io/gpu-product: NVIDIA-L40} (quote values such as 'true')")
+    size = entry.get("storage_size")
+    if size is not None and not (isinstance(size, str) and QUANTITY.match(size)):
+        errors.field(index, name, "storage_size", "%r is not a Kubernetes quantity" % (size,), "write e.g. 100Gi")
+    return len(errors) == before
 
 
 def _check_fields(index, name, spec, classes, errors):
@@ -118,8 +176,8 @@ def _check_fields(index, name, spec, classes, errors):
     quant = spec["quantization"]
     if quant is not None and quant not in QUANTIZATIONS:
         errors.field(index, name, "quantization", "unknown quantization %r" % (quant,), "use one of %s, or leave it unset" % ", ".join(QUANTIZATIONS))
-    if spec["kv_cache_dtype"] not in ("auto", "fp8"):
-        errors.field(index, name, "kv_cache_dtype", "unknown value %r" % (spec["kv_cache_dtype"],), "use auto or fp8")
+    if spec["kv_cache_dtype"] not in KV_CACHE_DTYPES:
+        errors.field(index, name, "kv_cache_dtype", "unknown value %r" % (spec["kv_cache_dtype"],), "use one of " + ", ".join(KV_CACHE_DTYPES))
     if spec["size_class"] not in classes:
         errors.field(index, name, "size_class", "unknown class %r" % (spec["size_class"],), "use one of " + ", ".join(sorted(classes)))
     for field in ("max_model_len", "max_num_seqs", "max_num_batched_tokens"):
@@ -142,6 +200,13 @@ def _check_fields(index, name, spec, classes, errors):
                          "set autoscaling.min_replicas and autoscaling.max_replicas accordingly")
     if not isinstance(spec["extra_args"], list) or not all(isinstance(a, str) for a in spec["extra_args"]):
         errors.field(index, name, "extra_args", "%r is not a list of strings" % (spec["extra_args"],), "write extra_args: ['--flag', 'value']")
+    else:
+        for arg in spec["extra_args"]:
+            flag = arg.split("=", 1)[0]
+            if flag in MANAGED_FLAGS:
+                own = MANAGED_FLAGS[flag]
+                errors.field(index, name, "extra_args", "%s is set by the role" % flag,
+                             "set the catalog field %s instead" % own if own else "leave it out (the role sets it)")
     if not isinstance(spec["extra_env"], dict):
         errors.field(index, name, "extra_env", "%r is not a mapping" % (spec["extra_env"],), "write extra_env: {NAME: value}")
 
@@ -150,11 +215,11 @@ def _resolve(entry, defaults, classes, predownload):
     spec = dict(defaults)
     spec.update({k: v for k, v in entry.items() if v is not None or k == "quantization"})
     arch = PRESETS.get(entry.get("architecture") or "", {})
-    params_b = entry.get("params_b", arch.get("params_b"))
+    params_b = entry.get("params_b") if entry.get("params_b") is not None else arch.get("params_b")
     spec["params_b"] = params_b
     spec["size_class"] = entry.get("size_class") or (size_class(float(params_b)) if params_b is not None else "medium")
     cls = classes.get(spec["size_class"], {})
-    spec["enabled"] = bool(entry.get("enabled", True))
+    spec["enabled"] = entry.get("enabled") is not False
     spec["k8s_name"] = k8s_name(entry["name"])
     spec.setdefault("quantization", None)
     spec["tensor_parallel_size"] = entry.get("tensor_parallel_size", cls.get("gpus", 1))
@@ -183,11 +248,39 @@ def _resolve(entry, defaults, classes, predownload):
     tp = spec["tensor_parallel_size"] if _is_int(spec["tensor_parallel_size"]) else 1
     spec["shm_size"] = "2Gi" if tp <= 1 else "%dGi" % (4 * tp)
     spec["base_replicas"] = auto["min_replicas"] if auto["enabled"] else spec["replicas"]
+    spec["placement"] = []
     return spec
 
 
 def _matches(selector, labels):
     return all(str(labels.get(k)) == str(v) for k, v in (selector or {}).items())
+
+
+def _check_fit(plans, nodes, errors):
+    """One replica must fit one node: its GPUs (tensor parallelism stays on a node) and, for a model without an
+    architecture preset, its weights in their memory."""
+    for plan in (p for p in plans if p["enabled"]):
+        index, name, tp = plan["index"], plan["name"], plan["tensor_parallel_size"]
+        matching = [n for n in nodes if _matches(plan["node_selector"], n.get("labels") or {})]
+        largest = max([int(n.get("gpu_count") or 0) for n in matching] or [0])
+        if tp > largest:
+            errors.field(index, name, "tensor_parallel_size",
+                         "%d GPUs per replica, but the largest node%s has %d (a replica runs on one node)"
+                         % (tp, " matching node_selector %s" % plan["node_selector"] if plan["node_selector"] else "", largest),
+                         "set tensor_parallel_size to %d or less, change node_selector, or add GPUs (llmserve_gpu_count)" % largest
+                         if largest else "add a GPU node (llmserve_gpu_count) or change node_selector")
+            continue
+        # Models with an architecture preset are sized in full (weights, KV cache, activations) by _size.
+        memory = [float(n["gpu_memory_gib"]) for n in matching
+                  if n.get("gpu_memory_gib") and int(n.get("gpu_count") or 0) >= tp]
+        if plan["weights_gib"] and memory and plan.get("architecture") not in PRESETS:
+            usable = max(memory) * plan["gpu_memory_utilization"]
+            if plan["weights_gib"] / tp > usable:
+                errors.field(index, name, "tensor_parallel_size",
+                             "the weights (%.1f GiB) over %d GPU(s) need %.1f GiB per GPU, more than the %.1f GiB usable "
+                             "(%.2f GiB x gpu_memory_utilization %s)"
+                             % (plan["weights_gib"], tp, plan["weights_gib"] / tp, usable, max(memory), plan["gpu_memory_utilization"]),
+                             "raise tensor_parallel_size, or use a quantized build (quantization: awq, fp8, ...)")
 
 
 def _place(plans, nodes, errors):
@@ -201,15 +294,15 @@ def _place(plans, nodes, errors):
         for replica in range(plan["base_replicas"]):
             fits = [n for n in free if free[n] >= tp and _matches(plan["node_selector"], labels[n])]
             if not fits:
-                errors.append(
-                    "llmserve_models (%s): replica %d needs %d GPU(s) on one node%s, but free GPUs per node are %s "
-                    "(the enabled catalog asks for %d GPUs, the nodes have %d). Fix: lower replicas or tensor_parallel_size, "
-                    "disable a model (enabled: false), or add a GPU node (llmserve_gpu_count)."
-                    % (plan["name"], replica + 1, tp,
-                       " matching node_selector %s" % plan["node_selector"] if plan["node_selector"] else "",
+                errors.field(
+                    plan["index"], plan["name"], "replicas",
+                    "replica %d needs %d GPU(s) on one node%s, but free GPUs per node are %s "
+                    "(the enabled catalog asks for %d GPUs, the nodes have %d)"
+                    % (replica + 1, tp, " matching node_selector %s" % plan["node_selector"] if plan["node_selector"] else "",
                        ", ".join("%s=%d" % kv for kv in sorted(free.items())) or "none (no nodes)",
                        sum(p["tensor_parallel_size"] * p["base_replicas"] for p in todo),
-                       sum(int(n.get("gpu_count") or 0) for n in nodes)))
+                       sum(int(n.get("gpu_count") or 0) for n in nodes)),
+                    "lower replicas or tensor_parallel_size, disable a model (enabled: false), or add GPUs (llmserve_gpu_count)")
                 break
             best = min(fits, key=lambda n: (free[n], n))
             free[best] -= tp
@@ -302,18 +395,23 @@ def plan_catalog(models, nodes, defaults, classes, predownload=False):
         return {"models": [], "errors": ["llmserve_models: %r is not a list. Fix: write the catalog as a list of mappings" % (type(models).__name__,)]}
     plans, seen = [], {}
     for index, entry in enumerate(models):
-        if not _validate_entry(index, entry, errors):
+        valid = _validate_entry(index, entry, errors)
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or not name:
             continue
-        name = entry["name"]
         for other, other_index in seen.items():
             if other == name or k8s_name(other) == k8s_name(name):
                 errors.field(index, name, "name", "%r clashes with llmserve_models[%d] (%s)" % (name, other_index, other),
                              "give every model a unique name (names that differ only by '.' and '-' clash)")
-        seen[name] = index
+        seen.setdefault(name, index)
+        if not valid:
+            continue
         spec = _resolve(entry, defaults, classes, predownload)
         _check_fields(index, name, spec, classes, errors)
         spec["index"] = index
         plans.append(spec)
+    if not errors:
+        _check_fit(plans, nodes, errors)
     free = {}
     if not errors:
         free = _place(plans, nodes, errors)

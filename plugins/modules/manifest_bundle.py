@@ -15,7 +15,9 @@ description:
     every manifest of the bundle, components in apply order, so C(kubectl kustomize dest) builds it.
   - Files of the component that are not among O(objects) are removed, so the component holds exactly what was rendered.
   - A file is only rewritten when its content changes, so a second render reports no change.
-  - Runs on the controller (with C(delegate_to) localhost); needs no host and no cluster.
+  - Runs on the controller (with C(delegate_to) localhost); needs no host and no cluster. An action plugin of the
+    same name does the work in the controller's process, so a bundle of many components is written without
+    starting a module process per component.
 options:
   dest:
     description: Root folder of the bundle.
@@ -74,34 +76,18 @@ files:
   elements: str
 """
 
-import os
-
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.llmserve.k3s.plugins.module_utils._bundle import BundleError, render_files, write_component
+from ansible_collections.llmserve.k3s.plugins.module_utils._bundle import ARGUMENT_SPEC, BundleError, run
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            dest=dict(type="path", required=True),
-            component=dict(type="str", required=True),
-            objects=dict(type="list", elements="dict", default=[]),
-            state=dict(type="str", choices=["present", "absent"], default="present"),
-        ),
-        supports_check_mode=True,
-    )
-    params = module.params
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     try:
-        if not module.check_mode:
-            os.makedirs(params["dest"], exist_ok=True)
-        changed, written, removed = write_component(
-            params["dest"], params["component"], params["objects"], params["state"], module.check_mode
-        )
-        files = sorted(os.path.join(params["component"], f) for f in render_files(params["objects"])) if params["state"] == "present" else []
+        result = run(module.params, module.check_mode)
     except (BundleError, OSError) as exc:
-        module.fail_json(msg="manifest_bundle: component %s: %s" % (params["component"], exc))
-    module.exit_json(changed=changed, written=written, removed=removed, files=files)
+        module.fail_json(msg="manifest_bundle: component %s: %s" % (module.params["component"], exc))
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,98 @@
+"""Bad input fails in preflight, before any file is written, with a message naming the field and the fix.
+
+Each case is a real render into a folder that does not exist yet; after the failed run it must still not exist.
+The runs are independent, so they run a few at a time.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+
+import pytest
+
+from playbook import render
+
+MODEL = {"name": "m", "model": "org/m", "params_b": 1.0}
+
+
+def _models(*changes):
+    """A catalog of one valid model per change, each updated with the change (None deletes the key)."""
+    out = []
+    for index, change in enumerate(changes):
+        entry = dict(MODEL, name="m%d" % index)
+        for key, value in change.items():
+            if value is None:
+                entry.pop(key, None)
+            else:
+                entry[key] = value
+        out.append(entry)
+    return {"llmserve_models": out}
+
+
+# id -> (extra vars, --tags, strings the output must contain)
+CASES = {
+    "duplicate-name": ({"llmserve_models": [MODEL, dict(MODEL)]}, None,
+                       ["llmserve_models[1] (m).name: 'm' clashes with llmserve_models[0] (m)", "unique name"]),
+    "names-clash-as-objects": ({"llmserve_models": [dict(MODEL, name="a.b"), dict(MODEL, name="a-b")]}, None,
+                               ["llmserve_models[1] (a-b).name", "clashes with llmserve_models[0] (a.b)"]),
+    "name-not-dns-1123": (_models({"name": "Llama_3"}), None,
+                          ["llmserve_models[0] (Llama_3).name: 'Llama_3' is not a DNS-1123 name", "lower-case letters"]),
+    "name-missing": (_models({"name": None}), None, ["llmserve_models[0].name: missing", "DNS-1123 name"]),
+    "unknown-quantization": (_models({"quantization": "awq4"}), None,
+                             ["(m0).quantization: unknown quantization 'awq4'", "awq_marlin"]),
+    "unknown-dtype": (_models({"dtype": "fp16"}), None, ["(m0).dtype: unknown dtype 'fp16'", "bfloat16"]),
+    "gpus-beyond-the-nodes": (_models({"replicas": 3}, {"replicas": 2}), None,
+                              ["(m1).replicas: replica 2 needs 1 GPU(s) on one node", "the nodes have 4",
+                               "lower replicas or tensor_parallel_size"]),
+    "tensor-parallel-beyond-a-node": (_models({"tensor_parallel_size": 8}), None,
+                                      ["(m0).tensor_parallel_size: 8 GPUs per replica, but the largest node has 4",
+                                       "set tensor_parallel_size to 4 or less"]),
+    "weights-beyond-gpu-memory": (_models({"params_b": 70.0}), None,
+                                  ["(m0).tensor_parallel_size: the weights (130.4 GiB) over 1 GPU(s)", "quantization"]),
+    "negative-replicas": (_models({"replicas": -1}), None, ["(m0).replicas: -1 is negative", "set 0 or more replicas"]),
+    "missing-model-id": (_models({"model": None}), None, ["(m0).model: missing model id", "Hugging Face id"]),
+    "unknown-field": (_models({"max_model_length": 4096}), None,
+                      ["(m0).max_model_length: unknown field", "did you mean max_model_len?"]),
+    "unknown-autoscaling-field": (_models({"autoscaling": {"enabled": True, "max_replica": 3}}), None,
+                                  ["(m0).autoscaling.max_replica: unknown field", "did you mean max_replicas?"]),
+    "managed-vllm-flag": (_models({"extra_args": ["--max-model-len=4096"]}), None,
+                          ["(m0).extra_args: --max-model-len is set by the role", "catalog field max_model_len"]),
+    # The roles' argument specs catch this one first, naming their variable for llmserve_models.
+    "catalog-not-a-list": ({"llmserve_models": {"name": "m"}}, None,
+                           ["Validation of arguments failed: argument 'model_storage_models' is of type dict"]),
+    "unknown-storage-mode": ({"llmserve_storage_mode": "nfs"}, None,
+                             ['llmserve_storage_mode (model_storage_mode) is "nfs": unknown storage mode', "local-path"]),
+    "unknown-storage-mode-model-tag": ({"llmserve_storage_mode": "nfs"}, "llama-3.1-8b",
+                                       ['llmserve_storage_mode (vllm_models_storage_mode) is "nfs"']),
+    "disabled-model-by-tag": ({}, "llama-3.1-8b-multi",
+                              ["--tags names llama-3.1-8b-multi, which llmserve_models has with enabled: false",
+                               "set enabled: true"]),
+    "bad-namespace": ({"llmserve_namespace": "LLM_serving"}, None,
+                      ['llmserve_namespace (llm_namespace_name) is "LLM_serving": not a DNS-1123 label']),
+    "bad-cache-size": ({"llmserve_model_cache_size": "lots"}, None, ['llmserve_model_cache_size "lots"', "500Gi"]),
+}
+
+
+@pytest.fixture(scope="module")
+def failed_runs(tmp_path_factory):
+    """{case id: (output, render folder)}: every case rendered once, four at a time."""
+    root = tmp_path_factory.mktemp("bad-input")
+
+    def run(case):
+        extra, tags = CASES[case][:2]
+        dest = root / case / "bundle"
+        result = render(dest, extra_vars=extra, tags=tags)
+        return case, result, dest
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        return {case: (result, dest) for case, result, dest in pool.map(run, CASES)}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_fails_before_writing(case, failed_runs):
+    result, dest = failed_runs[case]
+    output = " ".join(result.stdout.split())  # messages are folded across lines in the output
+    assert result.returncode != 0, output[-2000:]
+    for expected in CASES[case][2]:
+        assert expected in output, "%r not in:\n%s" % (expected, output[-3000:])
+    assert not dest.exists(), sorted(str(p) for p in dest.rglob("*"))

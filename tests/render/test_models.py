@@ -1,0 +1,342 @@
+"""What each catalog model becomes: the rules of the model catalog, checked on real renders.
+
+Rendered only: no cluster runs these objects here (no k3s, no GPU); they are validated against the Kubernetes
+schema in test_smoke.py and checked for meaning here.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from bundle import arg, container, env, model_names, model_objects, mounts, of_kind, one, volumes
+from catalogs import CUSTOM_GPUS, CUSTOM_GPUS_USED, CUSTOM_MODELS
+from k8s_schema import validate
+
+WORKSTATION_MODELS = ["deepseek-coder-v2-lite", "llama-3.1-8b", "mixtral-8x7b"]
+MULTINODE_MODELS = ["deepseek-coder-v2-lite", "llama-3.1-8b", "llama-3.1-8b-multi", "mixtral-8x7b"]
+GATED = {"llama-3.1-8b", "llama-3.1-8b-multi", "llama-70b-awq"}
+
+
+@pytest.fixture(scope="module", params=["workstation", "multinode", "custom"])
+def bundle(request):
+    return request.getfixturevalue(request.param)[1]
+
+
+def _deployments(objects):
+    return of_kind(objects, "Deployment").values()
+
+
+def test_every_enabled_model_and_no_disabled_one(workstation, multinode, custom):
+    assert model_names(workstation[1]) == WORKSTATION_MODELS
+    assert model_names(multinode[1]) == MULTINODE_MODELS
+    assert model_names(custom[1]) == ["llama-70b-awq", "llama-auto", "qwen-1.5b"]
+    for objects, disabled in ((workstation[1], "llama-3.1-8b-multi"), (custom[1], "switched-off")):
+        labelled = [p for p, o in objects.items() if o["metadata"].get("labels", {}).get("llmserve.io/model") == disabled]
+        assert labelled == []
+        assert disabled not in "\n".join(objects)
+
+
+def test_each_model_has_deployment_service_and_llmconfig(bundle):
+    for name in model_names(bundle):
+        objects = model_objects(bundle, name)
+        k8s = "vllm-" + name.replace(".", "-")
+        assert objects["Deployment"]["metadata"]["name"] == k8s
+        assert objects["Service"]["metadata"]["name"] == k8s
+        assert objects["LLMConfig"]["metadata"]["name"] == name
+        for obj in objects.values():
+            assert obj["metadata"]["namespace"] == "llm-serving"
+            labels = obj["metadata"]["labels"]
+            assert labels["app.kubernetes.io/name"] == "vllm"
+            assert labels["app.kubernetes.io/instance"] == name
+            assert labels["app.kubernetes.io/part-of"] == "llmserve"
+            assert labels["app.kubernetes.io/managed-by"] == "llmserve.k3s"
+            assert labels["llmserve.io/model"] == name
+
+
+def test_served_model_name_and_pinned_image(bundle):
+    for name in model_names(bundle):
+        deployment = model_objects(bundle, name)["Deployment"]
+        assert arg(deployment, "--served-model-name") == name
+        image = container(deployment)["image"]
+        assert image.startswith("docker.io/vllm/vllm-openai:v")
+        assert not image.endswith(":latest")
+
+
+def test_gpu_limits_equal_tensor_parallel_size(bundle):
+    for name in model_names(bundle):
+        objects = model_objects(bundle, name)
+        tp = int(arg(objects["Deployment"], "--tensor-parallel-size"))
+        resources = container(objects["Deployment"])["resources"]
+        assert int(resources["limits"]["nvidia.com/gpu"]) == tp
+        assert int(resources["requests"]["nvidia.com/gpu"]) == tp
+        assert objects["LLMConfig"]["spec"]["gpuRequired"] == tp
+
+
+def test_tensor_parallel_size_from_the_catalog(custom):
+    deployment = model_objects(custom[1], "llama-70b-awq")["Deployment"]
+    assert container(deployment)["resources"]["limits"]["nvidia.com/gpu"] == 2
+    assert arg(deployment, "--tensor-parallel-size") == "2"
+    # NCCL between the tensor-parallel workers needs more shared memory than a single-GPU replica.
+    assert volumes(deployment)["dshm"]["emptyDir"]["sizeLimit"] == "8Gi"
+    assert volumes(model_objects(custom[1], "qwen-1.5b")["Deployment"])["dshm"]["emptyDir"]["sizeLimit"] == "2Gi"
+
+
+def test_gpu_pod_conventions(bundle):
+    for deployment in _deployments(bundle):
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["runtimeClassName"] == "nvidia"
+        assert pod["nodeSelector"]["llmserve.io/gpu"] == "true"
+        assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+        variables = env(deployment)
+        assert variables["NVIDIA_DRIVER_CAPABILITIES"] == "compute,utility"
+        assert variables["MALLOC_ARENA_MAX"] == "2"
+
+
+def test_catalog_node_selector_and_env_are_added(custom):
+    deployment = model_objects(custom[1], "llama-70b-awq")["Deployment"]
+    assert deployment["spec"]["template"]["spec"]["nodeSelector"] == {
+        "llmserve.io/gpu": "true", "llmserve.io/gpu-product": "NVIDIA-L40"}
+    assert env(deployment)["VLLM_LOGGING_LEVEL"] == "DEBUG"
+    assert container(deployment)["resources"]["requests"]["cpu"] == "12"
+    assert arg(deployment, "--quantization") == "awq_marlin"
+
+
+def test_health_probes_and_startup_budget(bundle):
+    for deployment in _deployments(bundle):
+        vllm = container(deployment)
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert vllm[probe]["httpGet"] == {"path": "/health", "port": "http"}, probe
+            assert vllm[probe].get("initialDelaySeconds", 0) <= 30, probe
+        startup = vllm["startupProbe"]
+        assert startup["periodSeconds"] * startup["failureThreshold"] >= 180
+
+
+def _startup_budget(deployment):
+    probe = container(deployment)["startupProbe"]
+    return probe["periodSeconds"] * probe["failureThreshold"]
+
+
+def test_startup_budget_grows_with_the_model(workstation, custom):
+    """Weights: llama-3.1-8b bf16 15 GiB < mixtral AWQ 24.5 GiB < deepseek-v2-lite bf16 29 GiB; qwen 1.5B < 70B AWQ."""
+    budget = {name: _startup_budget(model_objects(workstation[1], name)["Deployment"]) for name in WORKSTATION_MODELS}
+    assert budget["llama-3.1-8b"] < budget["mixtral-8x7b"] < budget["deepseek-coder-v2-lite"]
+    small = _startup_budget(model_objects(custom[1], "qwen-1.5b")["Deployment"])
+    large = _startup_budget(model_objects(custom[1], "llama-70b-awq")["Deployment"])
+    assert small < budget["llama-3.1-8b"] < large
+
+
+def test_shared_memory_is_a_memory_emptydir(bundle):
+    for deployment in _deployments(bundle):
+        assert volumes(deployment)["dshm"]["emptyDir"]["medium"] == "Memory"
+        assert mounts(deployment)["dshm"]["mountPath"] == "/dev/shm"
+
+
+def _claims(objects):
+    return {o["metadata"]["name"] for o in of_kind(objects, "PersistentVolumeClaim").values()}
+
+
+def test_model_cache_mount_and_hf_home(bundle):
+    claims = _claims(bundle)
+    for deployment in _deployments(bundle):
+        claim = volumes(deployment)["model-cache"]["persistentVolumeClaim"]["claimName"]
+        assert claim in claims
+        assert mounts(deployment)["model-cache"]["mountPath"] == "/models"
+        assert env(deployment)["HF_HOME"] == "/models/huggingface"
+
+
+def test_storage_mode_hostpath(workstation):
+    objects = workstation[1]
+    volume = one(objects, "PersistentVolume", "llm-models")
+    claim = one(objects, "PersistentVolumeClaim", "llm-models")
+    assert volume["spec"]["hostPath"]["path"] == "/var/lib/llm-models"
+    assert volume["spec"]["claimRef"] == {"namespace": "llm-serving", "name": "llm-models"}
+    assert claim["spec"]["volumeName"] == "llm-models"
+    assert claim["spec"]["storageClassName"] == ""
+    assert sorted(p for p in objects if p.startswith("storage/")) == [
+        "storage/persistentvolume-llm-models.yaml", "storage/persistentvolumeclaim-llm-models.yaml"]
+
+
+def test_storage_mode_longhorn(multinode):
+    objects = multinode[1]
+    assert of_kind(objects, "PersistentVolume") == {}
+    claim = one(objects, "PersistentVolumeClaim", "llm-models")
+    assert claim["spec"]["storageClassName"] == "longhorn"
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "1Ti"
+    for deployment in _deployments(objects):
+        assert volumes(deployment)["model-cache"]["persistentVolumeClaim"]["claimName"] == "llm-models"
+
+
+def test_storage_mode_local_path(custom):
+    objects = custom[1]
+    assert of_kind(objects, "PersistentVolume") == {}
+    enabled = [m["name"] for m in CUSTOM_MODELS if m.get("enabled", True)]
+    assert _claims(objects) == {"llm-models-" + name.replace(".", "-") for name in enabled}
+    for path, claim in of_kind(objects, "PersistentVolumeClaim").items():
+        assert path.startswith("storage/")
+        assert claim["spec"]["storageClassName"] == "local-path"
+        assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    for name in enabled:
+        deployment = model_objects(objects, name)["Deployment"]
+        assert volumes(deployment)["model-cache"]["persistentVolumeClaim"]["claimName"] == "llm-models-" + name.replace(".", "-")
+
+
+def test_no_surge_whenever_a_replica_needs_gpus(bundle):
+    """A rolling update that adds a pod first would wait forever on a node whose GPUs are all taken."""
+    for deployment in _deployments(bundle):
+        assert container(deployment)["resources"]["limits"]["nvidia.com/gpu"] >= 1
+        strategy = deployment["spec"]["strategy"]
+        assert strategy["type"] == "Recreate" or strategy["rollingUpdate"]["maxSurge"] == 0, strategy
+
+
+def test_strategy_per_replica_count(custom):
+    objects = custom[1]
+    assert model_objects(objects, "llama-70b-awq")["Deployment"]["spec"]["strategy"] == {"type": "Recreate"}
+    several = model_objects(objects, "qwen-1.5b")["Deployment"]["spec"]
+    assert several["replicas"] == 3
+    assert several["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+
+
+def test_session_affinity_only_where_asked(multinode, custom):
+    for objects, sticky in ((multinode[1], {"llama-3.1-8b-multi"}), (custom[1], {"llama-auto"})):
+        for name in model_names(objects):
+            service = model_objects(objects, name)["Service"]["spec"]
+            if name in sticky:
+                assert service["sessionAffinity"] == "ClientIP"
+                assert service["sessionAffinityConfig"] == {"clientIP": {"timeoutSeconds": 3600}}
+            else:
+                assert "sessionAffinity" not in service
+
+
+def test_service_port_8000_named_http(bundle):
+    for name in model_names(bundle):
+        objects = model_objects(bundle, name)
+        service = objects["Service"]["spec"]
+        assert service["type"] == "ClusterIP"
+        assert service["ports"] == [{"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP"}]
+        assert service["selector"] == objects["Deployment"]["spec"]["selector"]["matchLabels"]
+        assert container(objects["Deployment"])["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
+        assert arg(objects["Deployment"], "--port") == "8000"
+
+
+def test_quota_requests_every_gpu_of_the_nodes(workstation, multinode, custom):
+    for objects, gpus in ((workstation[1], 4), (multinode[1], 4 + 4 + 2), (custom[1], CUSTOM_GPUS)):
+        quota = one(objects, "ResourceQuota", "llm-serving-quota")
+        assert quota["metadata"]["namespace"] == "llm-serving"
+        assert quota["spec"]["hard"]["requests.nvidia.com/gpu"] == str(gpus)
+        assert one(objects, "LimitRange", "llm-serving-limits")["spec"]["limits"][0]["type"] == "Container"
+        assert one(objects, "Namespace", "llm-serving")
+
+
+BEHAVIOR = {
+    "scaleUp": {"stabilizationWindowSeconds": 0, "selectPolicy": "Max",
+                "policies": [{"type": "Percent", "value": 50, "periodSeconds": 30}]},
+    "scaleDown": {"stabilizationWindowSeconds": 300, "selectPolicy": "Max",
+                  "policies": [{"type": "Percent", "value": 20, "periodSeconds": 60}]},
+}
+
+
+def test_hpa_only_for_autoscaled_models(bundle):
+    autoscaled = {"llama-3.1-8b-multi", "llama-auto"}
+    for name in model_names(bundle):
+        objects = model_objects(bundle, name)
+        assert ("HorizontalPodAutoscaler" in objects) == (name in autoscaled), name
+        if name in autoscaled:
+            hpa = objects["HorizontalPodAutoscaler"]["spec"]
+            assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": objects["Deployment"]["metadata"]["name"]}
+            assert hpa["metrics"][0]["pods"]["metric"]["name"] == "vllm_num_requests_waiting"
+            assert hpa["behavior"] == BEHAVIOR
+            # The HPA owns the replica count: an apply must not reset it.
+            assert "replicas" not in objects["Deployment"]["spec"]
+
+
+def test_hpa_max_capped_at_free_gpus(multinode, custom):
+    # multinode: 10 GPUs; the four models take 1 + 1 + 1 + 2 (the multi model's minimum), 5 stay free.
+    hpa = model_objects(multinode[1], "llama-3.1-8b-multi")["HorizontalPodAutoscaler"]
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 2 + 5)
+    assert hpa["metadata"]["annotations"]["llmserve.io/max-replicas-requested"] == "8"
+    hpa = model_objects(custom[1], "llama-auto")["HorizontalPodAutoscaler"]
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 1 + CUSTOM_GPUS - CUSTOM_GPUS_USED)
+    assert hpa["metadata"]["annotations"]["llmserve.io/max-replicas-requested"] == "100"
+
+
+def test_pdb_where_more_than_one_replica(bundle):
+    for name in model_names(bundle):
+        objects = model_objects(bundle, name)
+        replicas = objects["LLMConfig"]["spec"]["replicaCount"]
+        assert ("PodDisruptionBudget" in objects) == (replicas > 1), name
+        if replicas > 1:
+            pdb = objects["PodDisruptionBudget"]["spec"]
+            assert pdb["maxUnavailable"] == 1
+            assert pdb["selector"]["matchLabels"] == objects["Deployment"]["spec"]["selector"]["matchLabels"]
+
+
+def test_hf_token_only_on_gated_models(bundle):
+    for name in model_names(bundle):
+        deployment = model_objects(bundle, name)["Deployment"]
+        gated = name in GATED
+        assert ("hf-token" in volumes(deployment)) == gated, name
+        assert ("hf-token" in mounts(deployment)) == gated, name
+        assert ("HF_TOKEN_PATH" in env(deployment)) == gated, name
+        if gated:
+            assert volumes(deployment)["hf-token"]["secret"]["secretName"] == "hf-token"
+            assert env(deployment)["HF_TOKEN_PATH"] == mounts(deployment)["hf-token"]["mountPath"] + "/token"
+
+
+def test_no_secret_value_in_the_bundle(bundle):
+    assert of_kind(bundle, "Secret") == {}
+
+
+def test_one_llmconfig_per_model_valid_against_the_rendered_crd(bundle):
+    crd = one(bundle, "CustomResourceDefinition", "llmconfigs.llmserve.io")
+    assert crd["spec"]["group"] == "llmserve.io"
+    assert crd["spec"]["names"]["shortNames"] == ["llm"]
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    assert {"model", "modelSize", "gpuRequired", "minMemory", "minCPU", "replicaCount", "autoscaling", "maxModelLen"} <= set(schema)
+    configs = of_kind(bundle, "LLMConfig")
+    assert sorted(c["metadata"]["name"] for c in configs.values()) == model_names(bundle)
+    for config in configs.values():
+        assert validate(config, [crd]) == []
+        deployment = model_objects(bundle, config["metadata"]["name"])["Deployment"]
+        requests = container(deployment)["resources"]["requests"]
+        assert config["spec"]["minMemory"] == requests["memory"]
+        assert config["spec"]["minCPU"] == requests["cpu"]
+        assert config["spec"]["model"] == container(deployment)["args"][0]
+
+
+def test_size_classes_from_the_decision_matrix(workstation, custom):
+    sizes = {c["metadata"]["name"]: c["spec"]["modelSize"]
+             for c in list(of_kind(workstation[1], "LLMConfig").values()) + list(of_kind(custom[1], "LLMConfig").values())}
+    assert sizes == {"llama-3.1-8b": "medium", "mixtral-8x7b": "large", "deepseek-coder-v2-lite": "large",
+                     "qwen-1.5b": "small", "llama-70b-awq": "large", "llama-auto": "medium"}
+    # Requests follow the class unless the entry says otherwise (llama-70b-awq asks for 12 CPUs).
+    requests = {name: container(model_objects(custom[1], name)["Deployment"])["resources"]["requests"]
+                for name in ("qwen-1.5b", "llama-auto", "llama-70b-awq")}
+    assert (requests["qwen-1.5b"]["cpu"], requests["qwen-1.5b"]["memory"]) == ("2", "8Gi")
+    assert (requests["llama-auto"]["cpu"], requests["llama-auto"]["memory"]) == ("4", "16Gi")
+    assert (requests["llama-70b-awq"]["cpu"], requests["llama-70b-awq"]["memory"]) == ("12", "32Gi")
+
+
+def test_catalog_values_reach_vllm(workstation):
+    llama = model_objects(workstation[1], "llama-3.1-8b")["Deployment"]
+    assert container(llama)["args"][0] == "meta-llama/Llama-3.1-8B-Instruct"
+    assert (arg(llama, "--max-model-len"), arg(llama, "--max-num-seqs"), arg(llama, "--dtype")) == ("32768", "256", "bfloat16")
+    assert "--enable-prefix-caching" in container(llama)["args"]
+    mixtral = model_objects(workstation[1], "mixtral-8x7b")["Deployment"]
+    assert (arg(mixtral, "--quantization"), arg(mixtral, "--max-model-len")) == ("awq", "16384")
+    deepseek = model_objects(workstation[1], "deepseek-coder-v2-lite")["Deployment"]
+    assert arg(deepseek, "--max-model-len") == "65536"
+    assert "--trust-remote-code" in container(deepseek)["args"]
+
+
+def test_placement_fits_the_nodes(multinode):
+    """The plan's placement (annotation) never puts more GPUs on a node than it has."""
+    capacity = {"gpu-server-1": 4, "gpu-node-2": 4, "gpu-node-3": 2}
+    used = dict.fromkeys(capacity, 0)
+    for deployment in _deployments(multinode[1]):
+        nodes = deployment["metadata"]["annotations"]["llmserve.io/placement"].split(",")
+        gpus = container(deployment)["resources"]["limits"]["nvidia.com/gpu"]
+        for node in nodes:
+            used[node] += gpus
+    assert sum(used.values()) == 5
+    assert all(used[n] <= capacity[n] for n in capacity), used

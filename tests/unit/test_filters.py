@@ -1,0 +1,48 @@
+"""plugins/filter/llmserve.py: GPU facts per node (host facts first, inventory otherwise) and the prune selection."""
+
+from __future__ import annotations
+
+import pytest
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.llmserve.k3s.plugins.filter import llmserve
+
+HOSTVARS = {
+    # nvidia_gpu_info found two L40S with the driver loaded.
+    "probed": {"llmserve_gpu_count": 9, "llmserve_gpu_facts": {"count": 2, "gpus": [
+        {"name": "NVIDIA L40S", "memory_total_mib": 46068}, {"name": "NVIDIA L40S", "memory_total_mib": 46068}]}},
+    # No driver yet: the PCI bus knows the GPU, not its memory; the inventory's memory is used.
+    "pci-only": {"llmserve_gpu_memory_gib": 44.99, "llmserve_gpu_facts": {"count": 1, "gpus": [{"name": "NVIDIA L40"}]}},
+    # Render-only: the inventory's values, with extra node labels.
+    "inventory": {"llmserve_gpu_count": 4, "llmserve_gpu_name": "NVIDIA L40", "llmserve_gpu_memory_gib": 44.99,
+                  "llmserve_node_labels": {"zone": "a"}},
+    "cpu-only": {"llmserve_gpu_count": 0},
+}
+
+
+def test_gpu_nodes():
+    nodes = {n["name"]: n for n in llmserve.gpu_nodes(list(HOSTVARS), HOSTVARS)}
+    assert (nodes["probed"]["gpu_count"], nodes["probed"]["gpu_name"], nodes["probed"]["gpu_memory_gib"]) == (2, "NVIDIA L40S", 44.99)
+    assert nodes["probed"]["labels"] == {"llmserve.io/gpu": "true", "llmserve.io/gpu-product": "NVIDIA-L40S"}
+    assert (nodes["pci-only"]["gpu_count"], nodes["pci-only"]["gpu_memory_gib"]) == (1, 44.99)
+    assert nodes["inventory"]["labels"] == {"zone": "a", "llmserve.io/gpu": "true", "llmserve.io/gpu-product": "NVIDIA-L40"}
+    assert (nodes["cpu-only"]["gpu_count"], nodes["cpu-only"]["labels"]) == (0, {})
+
+
+def test_stale_objects():
+    def obj(kind, model):
+        labels = {"llmserve.io/model": model} if model else {}
+        return {"kind": kind, "metadata": {"name": "vllm-%s" % model, "labels": labels}}
+
+    deployed = [obj("Deployment", "a"), obj("Service", "b"), obj("LLMConfig", "gone"), obj("ConfigMap", None)]
+    assert [o["metadata"]["name"] for o in llmserve.stale_objects(deployed, ["a", "b"])] == ["vllm-gone"]
+    assert len(llmserve.stale_objects(deployed, [])) == 3
+
+
+def test_vllm_args_needs_a_planned_model():
+    with pytest.raises(AnsibleFilterError, match="planned model"):
+        llmserve.vllm_args({"name": "m"})
+
+
+def test_filters_are_registered():
+    assert set(llmserve.FilterModule().filters()) == {"model_plan", "vllm_args", "k8s_name", "gpu_nodes", "stale_objects"}

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
-# Copyright: llmserve.k3s contributors
-# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+# Copyright: (c) 2026, llmserve.k3s contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Filters the roles' templates need; thin wrappers over module_utils."""
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ def gpu_nodes(hostnames, hostvars):
         gpus = facts.get("gpus") or []
         count = int(facts.get("count", len(gpus)) if facts else hvars.get("llmserve_gpu_count", 0) or 0)
         name = gpus[0].get("name") if gpus else hvars.get("llmserve_gpu_name", "")
-        memory = round(gpus[0]["memory_total_mib"] / 1024.0, 2) if gpus else hvars.get("llmserve_gpu_memory_gib")
+        # Without a working driver nvidia_gpu_info knows the GPUs from the PCI bus but not their memory.
+        memory = round(gpus[0]["memory_total_mib"] / 1024.0, 2) if gpus and gpus[0].get("memory_total_mib") else hvars.get("llmserve_gpu_memory_gib")
         labels = dict(hvars.get("llmserve_node_labels") or {})
         if count:
             labels.setdefault("llmserve.io/gpu", "true")

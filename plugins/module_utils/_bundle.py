@@ -1,19 +1,19 @@
 # -*- coding: utf-8 -*-
-# Copyright: llmserve.k3s contributors
-# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+# Copyright: (c) 2026, llmserve.k3s contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Write Kubernetes objects into a manifest bundle: DIR/<component>/<kind>-<name>.yaml + DIR/kustomization.yaml.
 
-Pure logic, stdlib only (plus PyYAML, which ansible-core itself requires).
+Pure logic, stdlib only: objects are written with a small block-style YAML emitter (every value it cannot
+write plainly is written as a JSON string, which YAML reads back unchanged).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import tempfile
-
-import yaml
 
 HEADER = "# Rendered by llmserve.k3s; edit the inventory and re-render instead of this file.\n"
 COMPONENT_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?(/[a-z0-9]([-a-z0-9.]*[a-z0-9])?)*$")
@@ -25,20 +25,66 @@ class BundleError(ValueError):
     """An object or path that cannot go into the bundle."""
 
 
-class _Dumper(yaml.SafeDumper):
-    """Block style, multi-line strings as literal blocks (readable ConfigMaps and dashboards)."""
+_PLAIN = re.compile(r"^[A-Za-z_/][A-Za-z0-9_./:@=+-]*( [A-Za-z0-9_./@=+()-]+)*$")
+_RESERVED = frozenset("true false yes no on off null y n".split())
 
 
-def _str_representer(dumper, data):
-    style = "|" if "\n" in data else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+def _scalar(value):
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return json.dumps(value)
+    text = str(value)
+    if _PLAIN.match(text) and text.lower() not in _RESERVED and not text.endswith(":") and ": " not in text:
+        return text
+    return json.dumps(text, ensure_ascii=False)
 
 
-_Dumper.add_representer(str, _str_representer)
+def _literal_ok(text):
+    lines = text.split("\n")
+    return ("\n" in text.rstrip("\n") and not text.startswith((" ", "\t")) and "\r" not in text
+            and not text.endswith("\n\n") and all(line == line.rstrip() for line in lines))
+
+
+def _emit(value, indent, out):
+    pad = " " * indent
+    if isinstance(value, dict):
+        for key, item in value.items():
+            head = pad + _scalar(key) + ":"
+            if isinstance(item, (dict, list)) and item:
+                out.append(head)
+                _emit(item, indent + 2 if isinstance(item, dict) else indent, out)
+            elif isinstance(item, dict):
+                out.append(head + " {}")
+            elif isinstance(item, list):
+                out.append(head + " []")
+            elif isinstance(item, str) and _literal_ok(item):
+                out.append(head + (" |" if item.endswith("\n") else " |-"))
+                out.extend((pad + "  " + line) if line else "" for line in item.rstrip("\n").split("\n"))
+            else:
+                out.append(head + " " + _scalar(item))
+    else:
+        for item in value:
+            if isinstance(item, (dict, list)) and item:
+                sub = []
+                _emit(item, indent + 2, sub)
+                sub[0] = pad + "- " + sub[0][indent + 2:]
+                out.extend(sub)
+            elif isinstance(item, dict):
+                out.append(pad + "- {}")
+            elif isinstance(item, list):
+                out.append(pad + "- []")
+            else:
+                out.append(pad + "- " + _scalar(item))
 
 
 def dump(obj):
-    return yaml.dump(obj, Dumper=_Dumper, default_flow_style=False, sort_keys=False, width=120)
+    """Block-style YAML of a JSON-like object (dicts keep their order)."""
+    out = []
+    _emit(obj, 0, out)
+    return "\n".join(out) + "\n"
 
 
 def file_name(obj):

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
-# Copyright: llmserve.k3s contributors
-# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+# Copyright: (c) 2026, llmserve.k3s contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The model catalog -> a validated deployment plan (defaults, size class, resources, GPU placement).
 
 Pure logic, stdlib only. Every problem is reported as a message that names the catalog field, the bad value

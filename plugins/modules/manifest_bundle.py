@@ -1,7 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
-# Copyright: llmserve.k3s contributors
-# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+# Copyright: (c) 2026, llmserve.k3s contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ description:
     every manifest of the bundle, components in apply order, so C(kubectl kustomize dest) builds it.
   - Files of the component that are not among O(objects) are removed, so the component holds exactly what was rendered.
   - A file is only rewritten when its content changes, so a second render reports no change.
-  - Runs on the controller (C(delegate_to: localhost)); needs no host and no cluster.
+  - Runs on the controller (with C(delegate_to) localhost); needs no host and no cluster.
 options:
   dest:
     description: Root folder of the bundle.
@@ -36,7 +36,7 @@ options:
     choices: [present, absent]
     default: present
 author:
-  - llmserve.k3s contributors
+  - llmserve.k3s maintainers (@llmserve)
 """
 
 EXAMPLES = r"""

@@ -10,7 +10,8 @@ WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 DEST="$WORK/ansible_collections/llmserve/k3s"
 mkdir -p "$DEST"
-(cd "$ROOT" && git ls-files -co --exclude-standard -z | xargs -0 cp --parents -t "$DEST")
+# benchmarks/ is not part of the collection (build_ignore): it is left out like in the built tarball.
+(cd "$ROOT" && git ls-files -co --exclude-standard -z -- . ':!benchmarks' | xargs -0 cp --parents -t "$DEST")
 (cd "$DEST" && git init -q && git add -A && git -c user.email=ci@localhost -c user.name=ci commit -qm sanity)
 
 pip_version=$(grep -ohP "pip='\K[0-9.]+" "$ROOT"/.venv/lib/python3*/site-packages/ansible_test/_internal/python_requirements.py | head -1)

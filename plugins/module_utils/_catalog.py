@@ -9,10 +9,11 @@ and the fix; the caller fails on any of them before anything changes.
 
 from __future__ import annotations
 
-import math
 import re
 
+from ansible_collections.llmserve.k3s.plugins.module_utils import _sizing
 from ansible_collections.llmserve.k3s.plugins.module_utils._presets import PRESETS
+from ansible_collections.llmserve.k3s.plugins.module_utils._sizing import size_class, startup_budget_s  # noqa: F401  (part of this module's interface)
 
 DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 MAX_NAME_LEN = 50  # the name is prefixed with "vllm-" for object names, which must stay DNS labels
@@ -80,22 +81,9 @@ class _Errors(list):
         self.append("%s.%s: %s. Fix: %s" % (who, field, problem, fix))
 
 
-def size_class(params_b):
-    """The seed's decision matrix: small < 3B, medium 3-10B, large > 10B."""
-    if params_b < 3:
-        return "small"
-    return "medium" if params_b <= 10 else "large"
-
-
 def weights_gib(params_b, dtype, quantization):
     per_param = _QUANT_BYTES.get(quantization) if quantization else _DTYPE_BYTES.get(dtype, 2)
     return round(params_b * 1e9 * per_param / GIB, 2)
-
-
-def startup_budget_s(weights, download):
-    """Seconds the startup probe allows: load from disk, compile and CUDA-graph capture, plus the download if any."""
-    budget = 180 + weights * 6 + (weights * 8 if download else 0)
-    return int(math.ceil(budget / 30.0) * 30)
 
 
 def _validate_entry(index, entry, errors):
@@ -236,6 +224,77 @@ def _place(plans, nodes, errors):
     return free
 
 
+def _gpu_of(plan, nodes):
+    """The GPU the model runs on: of the nodes it is placed on, else of the GPU nodes it may run on; the smallest."""
+    by_name = {n["name"]: n for n in nodes}
+    candidates = [by_name[n] for n in plan.get("placement") or [] if n in by_name]
+    if not candidates:
+        candidates = [n for n in nodes if int(n.get("gpu_count") or 0) and _matches(plan["node_selector"], n.get("labels") or {})]
+    candidates = [n for n in candidates if n.get("gpu_memory_gib") or n.get("gpu_name")]
+    if not candidates:
+        return None
+    node = min(candidates, key=lambda n: (float(n.get("gpu_memory_gib") or 0), n["name"]))
+    return node
+
+
+def _memory_gi(text):
+    match = re.match(r"^(\d+(?:\.\d+)?)Gi$", str(text))
+    return float(match.group(1)) if match else None
+
+
+def _size(plans, models, nodes, predownload, errors):
+    """Size every enabled model with an architecture preset on the GPU of its nodes (gpu_sizing's model).
+
+    Unset max_model_len / max_num_seqs get the recommended values; the startup budget, /dev/shm and the memory
+    request (never below the size class) come from the sizing; a model that cannot fit is an error naming the field.
+    """
+    for plan in plans:
+        plan["sizing"] = None
+        if not plan["enabled"] or plan.get("architecture") not in PRESETS:
+            continue
+        node = _gpu_of(plan, nodes)
+        if node is None:
+            continue
+        entry = models[plan["index"]]
+        try:
+            result = _sizing.size(
+                model_preset=plan["architecture"], dtype="bfloat16" if plan["dtype"] == "auto" else plan["dtype"],
+                quantization=plan["quantization"], kv_cache_dtype=plan["kv_cache_dtype"],
+                gpu_memory_gib=node.get("gpu_memory_gib"), gpu_name=node.get("gpu_name") or None,
+                tensor_parallel_size=plan["tensor_parallel_size"], gpu_memory_utilization=plan["gpu_memory_utilization"],
+                max_model_len=plan["max_model_len"], max_num_seqs=plan["max_num_seqs"],
+                max_num_batched_tokens=plan["max_num_batched_tokens"], download=not predownload)
+        except _sizing.SizingError as exc:
+            errors.field(plan["index"], plan["name"], "architecture", "cannot be sized on %s (%s)" % (node["name"], exc),
+                         "correct the entry or the node's GPU facts (llmserve_gpu_name / llmserve_gpu_memory_gib)")
+            continue
+        rec = result["recommended"]
+        gpu = "%s (%s GiB, node %s)" % (node.get("gpu_name") or "GPU", node.get("gpu_memory_gib"), node["name"])
+        if not result["fits"]:
+            field = "max_model_len" if result["kv_cache_gib"] > 0 else "tensor_parallel_size"
+            errors.field(plan["index"], plan["name"], field,
+                         "does not fit on %s with tensor_parallel_size %d: %s" % (gpu, plan["tensor_parallel_size"], "; ".join(result["reasons"])),
+                         (", or ".join(result["suggestions"]) or "use a larger GPU") + " (gpu_sizing's estimate, see docs/sizing.md)")
+        if plan["max_model_len"] is None and rec["max_model_len"]:
+            plan["max_model_len"] = rec["max_model_len"]
+        if plan["max_num_seqs"] is None:
+            plan["max_num_seqs"] = rec["max_num_seqs"]
+        plan["weights_gib"] = round(result["weights_gib"] * plan["tensor_parallel_size"], 2)
+        plan["startup_budget_s"] = rec["startup_budget_s"]
+        plan["shm_size"] = rec["shm_size"]
+        wanted = (entry.get("resources") or {})
+        for part, key, value in (("requests", "memory", rec["memory_request"]), ("limits", "memory", rec["memory_limit"])):
+            if key in (wanted.get(part) or {}):
+                continue
+            current = _memory_gi(plan["resources"][part][key])
+            if current is None or _memory_gi(value) > current:
+                plan["resources"][part][key] = value
+        kept = ("weights_gib", "activation_gib", "non_torch_gib", "kv_cache_gib", "kv_bytes_per_token", "kv_cache_tokens",
+                "max_concurrency", "fits", "gpu")
+        plan["sizing"] = dict((k, result[k]) for k in kept)
+        plan["sizing"]["node"] = node["name"]
+
+
 def plan_catalog(models, nodes, defaults, classes, predownload=False):
     """Validate and resolve the catalog. Returns a dict with models (all, enabled or not), errors and GPU totals."""
     errors = _Errors()
@@ -258,6 +317,7 @@ def plan_catalog(models, nodes, defaults, classes, predownload=False):
     free = {}
     if not errors:
         free = _place(plans, nodes, errors)
+        _size(plans, models, nodes, predownload, errors)
     total = sum(int(n.get("gpu_count") or 0) for n in nodes)
     used = total - sum(free.values()) if free else 0
     return {

@@ -35,11 +35,6 @@ options:
     type: str
     choices: [none, gpu, driver]
     default: none
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
 author:
   - llmserve.k3s maintainers (@llmserve)
 """
@@ -84,16 +79,40 @@ gpus:
   type: list
   elements: dict
   contains:
-    index: {description: nvidia-smi index, type: int}
-    name: {description: Product name, type: str, sample: NVIDIA L40}
-    uuid: {description: GPU UUID, type: str}
-    memory_total_mib: {description: Framebuffer size in MiB, type: int, sample: 46068}
-    memory_used_mib: {description: Framebuffer in use in MiB, type: int}
-    driver_version: {description: Driver version, type: str}
-    compute_capability: {description: CUDA compute capability, type: str, sample: "8.9"}
-    pci_bus_id: {description: PCI address, sysfs style, type: str, sample: "0000:01:00.0"}
-    mig_mode: {description: Enabled, Disabled, or null where the GPU has no MIG, type: str}
-    persistence_mode: {description: Enabled or Disabled, type: str}
+    index:
+      description: nvidia-smi index.
+      type: int
+    name:
+      description: Product name.
+      type: str
+      sample: NVIDIA L40
+    uuid:
+      description: GPU UUID.
+      type: str
+    memory_total_mib:
+      description: Framebuffer size in MiB.
+      type: int
+      sample: 46068
+    memory_used_mib:
+      description: Framebuffer in use in MiB.
+      type: int
+    driver_version:
+      description: Driver version.
+      type: str
+    compute_capability:
+      description: CUDA compute capability.
+      type: str
+      sample: "8.9"
+    pci_bus_id:
+      description: PCI address, written as sysfs does.
+      type: str
+      sample: "0000:01:00.0"
+    mig_mode:
+      description: C(Enabled) or C(Disabled); null where the GPU has no MIG.
+      type: str
+    persistence_mode:
+      description: C(Enabled) or C(Disabled).
+      type: str
     mig_devices:
       description: MIG instances (index, gpu_instance_id, compute_instance_id, multiprocessor_count, memory_total_mib, memory_used_mib).
       type: list

@@ -95,7 +95,7 @@ class PrometheusServer:
         self.log = open(os.path.join(self.workdir, "prometheus.log"), "wb")  # pylint: disable=consider-using-with
         self.proc = subprocess.Popen(  # pylint: disable=consider-using-with
             [binary, "--config.file=" + config, "--storage.tsdb.path=" + os.path.join(self.workdir, "data"),
-             "--web.listen-address=127.0.0.1:%d" % self.port, "--web.enable-admin-api=false"],
+             "--web.listen-address=127.0.0.1:%d" % self.port],
             stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -164,3 +164,14 @@ def _adapter_values():
         chart = next(o for o in load_bundle(dest).values()
                      if o["kind"] == "HelmChart" and o["metadata"]["name"] == "prometheus-adapter")
         return yaml.safe_load(chart["spec"]["valuesContent"])
+
+
+def test_pinned_vllm_knows_the_otlp_traces_flag():
+    """The flag the vllm_models role adds for traces exists in the vLLM release the image pins (read from the
+    installed package's argument definitions, without importing it)."""
+    from vllm_server import VLLM_VERSION, ensure_vllm_venv  # pylint: disable=import-outside-toplevel
+    python = ensure_vllm_venv()
+    sources = list(python.parent.parent.glob("lib/python3*/site-packages/vllm/engine/arg_utils.py"))
+    assert sources and '"--otlp-traces-endpoint"' in sources[0].read_text(encoding="utf-8")
+    defaults = yaml.safe_load((ROOT / "roles/vllm_models/defaults/main.yml").read_text(encoding="utf-8"))
+    assert defaults["vllm_models_image_tag"] == "v" + VLLM_VERSION

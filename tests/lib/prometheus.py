@@ -51,7 +51,7 @@ def ensure_prometheus():
 
 def promtool(*args, timeout=120):
     """CompletedProcess of `promtool ARGS` (stdout and stderr together)."""
-    _, tool = ensure_prometheus()
+    tool = ensure_prometheus()[1]
     return subprocess.run([tool, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           timeout=timeout, check=False)
 
@@ -88,7 +88,7 @@ class PrometheusServer:
         return "http://127.0.0.1:%d" % self.port
 
     def start(self, timeout=60):
-        binary, _ = ensure_prometheus()
+        binary = ensure_prometheus()[0]
         config = os.path.join(self.workdir, "prometheus.yml")
         with open(config, "w", encoding="utf-8") as handle:
             yaml.safe_dump(self.config, handle)

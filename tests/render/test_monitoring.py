@@ -123,7 +123,7 @@ def test_stack_chart_is_pinned_and_configured_from_variables(bundle):
 
 
 def test_grafana_password_is_never_in_the_bundle_or_the_output(bundle):
-    folder, _, output = bundle
+    folder, output = bundle[0], bundle[2]
     assert PASSWORD not in output
     for path in folder.rglob("*"):
         if path.is_file():
@@ -298,9 +298,26 @@ BAD_INPUT = [
 ]
 
 
-@pytest.mark.parametrize("extra,variable", BAD_INPUT, ids=[v for _, v in BAD_INPUT])
+@pytest.mark.parametrize("extra,variable", BAD_INPUT, ids=[case[1] for case in BAD_INPUT])
 def test_bad_input_fails_in_preflight_naming_the_variable(tmp_path, extra, variable):
     result = render(tmp_path, tags="monitoring", extra_vars=extra, env={"GRAFANA_ADMIN_PASSWORD": ""})
     assert result.returncode != 0
     assert variable in result.stdout and "Fix" in result.stdout, result.stdout[-3000:]
     assert not (tmp_path / "monitoring").exists()
+
+
+def test_otlp_traces_endpoint_reaches_every_model(tmp_path):
+    endpoint = "http://tempo.monitoring.svc:4317"
+    result = render(tmp_path, tags="models", extra_vars={"llmserve_otlp_traces_endpoint": endpoint})
+    assert result.returncode == 0, result.stdout[-3000:]
+    deployments = [o for o in load_bundle(tmp_path).values() if o["kind"] == "Deployment"]
+    assert len(deployments) == 3
+    for deployment in deployments:
+        args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert args[args.index("--otlp-traces-endpoint") + 1] == endpoint
+
+
+def test_no_otlp_flag_by_default(bundle):
+    for obj in bundle[1].values():
+        if obj["kind"] == "Deployment":
+            assert "--otlp-traces-endpoint" not in obj["spec"]["template"]["spec"]["containers"][0]["args"]

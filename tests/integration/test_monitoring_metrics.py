@@ -43,14 +43,19 @@ def _post(url, body, timeout=120):
 
 
 @pytest.fixture(scope="module")
-def rules(vllm_server, tmp_path_factory):
-    """The alert rules rendered by the real render playbook for a catalog holding the served model and one
-    model that is not running."""
+def bundle(vllm_server, tmp_path_factory):
+    """The monitoring component rendered by the real render playbook for a catalog holding the served model and
+    one model that is not running."""
     dest = tmp_path_factory.mktemp("monitoring-rules")
     catalog = [{"name": vllm_server.name, "model": "local/tiny"}, {"name": ABSENT_MODEL, "model": "local/none"}]
     result = render(dest, tags="monitoring", extra_vars={"llmserve_models": catalog})
     assert result.returncode == 0, result.stdout[-4000:]
-    rule = next(o for o in load_bundle(dest).values() if o["kind"] == "PrometheusRule")
+    return load_bundle(dest)
+
+
+@pytest.fixture(scope="module")
+def rules(bundle):
+    rule = next(o for o in bundle.values() if o["kind"] == "PrometheusRule")
     return [r for g in rule["spec"]["groups"] for r in g["rules"]]
 
 
@@ -141,10 +146,11 @@ def test_model_down_alert_knows_which_model_runs(prometheus, rules, vllm_server)
     assert len(prometheus.query(down[ABSENT_MODEL])["data"]["result"]) == 1
 
 
-def test_adapter_series_and_metrics_queries_find_the_pod(prometheus):
+def test_adapter_series_and_metrics_queries_find_the_pod(prometheus, bundle):
     """prometheus-adapter's rules, run the way the adapter runs them (seriesQuery, then metricsQuery with the
     pod's namespace/pod matchers), find the real vLLM pod's queue metrics."""
-    chart_values = _adapter_values()
+    chart = next(o for o in bundle.values() if o["kind"] == "HelmChart" and o["metadata"]["name"] == "prometheus-adapter")
+    chart_values = yaml.safe_load(chart["spec"]["valuesContent"])
     for rule in chart_values["rules"]["custom"]:
         series = prometheus.api("series", **{"match[]": rule["seriesQuery"]})
         assert series["status"] == "success" and series["data"], rule["seriesQuery"]
@@ -154,16 +160,6 @@ def test_adapter_series_and_metrics_queries_find_the_pod(prometheus):
                  .replace("<<.GroupBy>>", "pod"))
         result = prometheus.query(query)["data"]["result"]
         assert [r["metric"]["pod"] for r in result] == [POD], query
-
-
-def _adapter_values():
-    import tempfile  # pylint: disable=import-outside-toplevel
-    with tempfile.TemporaryDirectory() as dest:
-        result = render(dest, tags="monitoring")
-        assert result.returncode == 0, result.stdout[-3000:]
-        chart = next(o for o in load_bundle(dest).values()
-                     if o["kind"] == "HelmChart" and o["metadata"]["name"] == "prometheus-adapter")
-        return yaml.safe_load(chart["spec"]["valuesContent"])
 
 
 def test_pinned_vllm_knows_the_otlp_traces_flag():

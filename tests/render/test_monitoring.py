@@ -72,7 +72,8 @@ def test_every_monitoring_object_validates(bundle):
 def test_one_podmonitor_per_enabled_model_selects_its_pods(bundle):
     objects = bundle[1]
     deployments = {o["metadata"]["labels"]["llmserve.io/model"]: o for o in objects.values() if o["kind"] == "Deployment"}
-    monitors = {o["metadata"]["labels"]["llmserve.io/model"]: o for o in objects.values() if o["kind"] == "PodMonitor"}
+    monitors = {o["metadata"]["labels"]["llmserve.io/model"]: o for o in objects.values()
+                if o["kind"] == "PodMonitor" and "llmserve.io/model" in o["metadata"]["labels"]}
     # llama-3.1-8b-multi is disabled in the workstation catalog: neither a Deployment nor a PodMonitor.
     assert sorted(monitors) == sorted(deployments) == ["deepseek-coder-v2-lite", "llama-3.1-8b", "mixtral-8x7b"]
     for name, monitor in monitors.items():
@@ -105,6 +106,16 @@ def test_dcgm_exporter_runs_on_gpu_nodes_and_is_scraped(bundle):
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     assert monitor["spec"]["endpoints"][0]["port"] in {p["name"] for p in service["spec"]["ports"]}
     assert monitor["spec"]["namespaceSelector"]["matchNames"] == [service["metadata"]["namespace"]]
+
+
+def test_traefik_is_scraped_on_its_metrics_port(bundle):
+    """k3s's Traefik pods (kube-system, app.kubernetes.io/name=traefik, container port `metrics`) feed the 429
+    panels; Traefik itself does not run here."""
+    monitor = _one(bundle[1], "PodMonitor", "traefik")
+    assert monitor["spec"]["namespaceSelector"]["matchNames"] == ["kube-system"]
+    assert monitor["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": "traefik"}
+    assert monitor["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
 
 
 def test_stack_chart_is_pinned_and_configured_from_variables(bundle):
@@ -262,7 +273,7 @@ def test_external_prometheus_renders_only_monitors_rules_and_dashboards(tmp_path
     assert charts == ["prometheus-adapter"]
     assert not [o for o in objects.values() if o["kind"] == "IngressRoute"]
     selected = [o for o in objects.values() if o["kind"] in ("PodMonitor", "ServiceMonitor", "PrometheusRule")]
-    assert len(selected) == 5
+    assert len(selected) == 6  # 3 models, Traefik, the DCGM exporter, the rules
     for obj in selected:
         assert obj["metadata"]["labels"]["prometheus"] == "campus" and "release" not in obj["metadata"]["labels"]
     adapter = yaml.safe_load(_one(objects, "HelmChart", "prometheus-adapter")["spec"]["valuesContent"])

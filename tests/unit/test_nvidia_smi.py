@@ -202,8 +202,8 @@ def test_module_through_ansible(tmp_path):
     ansible = pathlib.Path(sys.executable).parent / "ansible"
     out = subprocess.run([str(ansible), "localhost", "-m", "llmserve.k3s.nvidia_gpu_info",
                           "-a", "nvidia_smi_path=%s pci_path=%s require=driver" % (fake, root)],
-                         capture_output=True, text=True, timeout=120, check=False, env=dict(os.environ, ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
-                                                                               ANSIBLE_STDOUT_CALLBACK="json"))
+                         capture_output=True, text=True, timeout=120, check=False,
+                         env=dict(os.environ, ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="json"))
     assert out.returncode == 0, out.stdout + out.stderr
     result = json.loads(out.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
     facts = result["ansible_facts"]["llmserve_gpu_facts"]

@@ -1,0 +1,123 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, llmserve.k3s contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Filters of playbooks/health.yml and playbooks/status.yml; thin wrappers over module_utils."""
+
+from __future__ import annotations
+
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.llmserve.k3s.plugins.module_utils import _catalog, _diagnose
+
+ENDPOINTS = ("service", "ingress")
+
+
+def health_targets(models, endpoints=ENDPOINTS, urls=None, namespace="llm-serving", ingress_host=None,
+                   ingress_scheme="https", cluster_ips=None, port=8000):
+    """[{model, endpoint, url}] to check: per enabled model, its Service and its ingress path.
+
+    urls: {model: {service: URL, ingress: URL}} overrides. Without one, the Service is reached at its ClusterIP
+    when cluster_ips knows it (from a node), else at its cluster DNS name (inside the cluster); the ingress at
+    <scheme>://<ingress_host>/models/<name>, skipped when no ingress host is set.
+    """
+    unknown = sorted(set(endpoints or []) - set(ENDPOINTS))
+    if unknown:
+        raise AnsibleFilterError("llmserve_health_endpoints has %s: use service and/or ingress" % ", ".join(unknown))
+    urls = urls or {}
+    cluster_ips = cluster_ips or {}
+    targets = []
+    for model in models or []:
+        if not isinstance(model, dict) or "name" not in model:
+            raise AnsibleFilterError("llmserve_models has an entry without a name: %r" % (model,))
+        if not model.get("enabled", True):
+            continue
+        name = model["name"]
+        override = urls.get(name) or {}
+        if not isinstance(override, dict):
+            raise AnsibleFilterError("llmserve_health_urls[%r] is %r: give {service: URL, ingress: URL}"
+                                     % (name, override))
+        k8s = _catalog.k8s_name(name)
+        for endpoint in endpoints:
+            url = override.get(endpoint)
+            if not url and endpoint == "service":
+                host = cluster_ips.get(name) or "%s.%s.svc" % (k8s, namespace)
+                url = "http://%s:%s" % (host, port)
+            if not url and endpoint == "ingress" and ingress_host:
+                url = "%s://%s/models/%s" % (ingress_scheme, ingress_host, name)
+            if url:
+                targets.append({"model": name, "endpoint": endpoint, "url": url})
+    return targets
+
+
+def _cell(value, fmt="%s"):
+    return "-" if value in (None, "") else fmt % value
+
+
+def _auto(value):
+    """vLLM's own default where the plan leaves a setting unset."""
+    return "auto" if value is None else value
+
+
+def health_table(results):
+    """Lines of a table: one row per checked endpoint (status, completion latency, queue, KV cache use)."""
+    header = ("MODEL", "ENDPOINT", "STATUS", "LATENCY", "RUNNING", "WAITING", "KV CACHE", "URL")
+    rows = [header]
+    for result in results or []:
+        item = result.get("item") or {}
+        metrics = result.get("metrics") or {}
+        latency = (result.get("latency_ms") or {}).get("completion")
+        kv = metrics.get("kv_cache_usage_perc")
+        rows.append((item.get("model", "?"), item.get("endpoint", "?"), result.get("status", "error"),
+                     _cell(latency, "%.0f ms"), _cell(metrics.get("running")), _cell(metrics.get("waiting")),
+                     _cell(None if kv is None else kv * 100.0, "%.1f%%"), result.get("url") or item.get("url", "")))
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
+    return ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+
+
+def health_failures(results):
+    """'model (endpoint): status: msg' of every endpoint that is not ready."""
+    return ["%s (%s): %s: %s" % ((r.get("item") or {}).get("model"), (r.get("item") or {}).get("endpoint"),
+                                 r.get("status", "error"), r.get("msg", ""))
+            for r in results or [] if not r.get("ready")]
+
+
+def llmserve_diagnose(gathered, plan_models, hf_token_secret="hf-token", predownload=False):
+    """_diagnose.diagnose over what status.yml gathered: {nodes, pods, pvcs, events, secrets, logs}."""
+    gathered = gathered or {}
+    return _diagnose.diagnose(plan_models, gathered.get("nodes"), gathered.get("pods"), gathered.get("pvcs"),
+                              gathered.get("events"), gathered.get("secrets"), gathered.get("logs"),
+                              hf_token_secret, predownload)
+
+
+def status_report(diagnosis):
+    """Readable lines: GPUs per node, pods per model, claims, then each finding with what to do."""
+    lines = ["GPUs (allocatable / used):"]
+    for row in diagnosis.get("gpus") or []:
+        lines.append("  %s: %s / %s %s%s" % (row["node"], row["allocatable"], row["used"], row["product"] or "",
+                                             "" if row["ready"] else " (node NOT Ready)"))
+    lines.append("Models (ready / replicas; plan max_model_len, max_num_seqs, TP, placement):")
+    for model in diagnosis.get("models") or []:
+        lines.append("  %s: %s / %s; %s, %s, TP %s, on %s" % (
+            model["name"], model["ready"], model["replicas"], _auto(model["max_model_len"]),
+            _auto(model["max_num_seqs"]),
+            model["tensor_parallel_size"], ",".join(model["placement"] or []) or "-"))
+        for pod in model["pods"]:
+            ready = " ready" if pod["ready"] else ""
+            reason = " (%s)" % pod["reason"] if pod["reason"] else ""
+            lines.append("    %s %s%s restarts=%s%s" % (pod["name"], pod["phase"], ready, pod["restarts"], reason))
+    lines.append("Volume claims:")
+    for claim in diagnosis.get("pvcs") or []:
+        lines.append("  %s: %s %s" % (claim["name"], claim["phase"], claim["volume"]))
+    if not diagnosis.get("findings"):
+        lines.append("No problem found.")
+    for finding in diagnosis.get("findings") or []:
+        lines.append("%s %s: %s" % (finding["severity"].upper(), finding["subject"], finding["problem"]))
+        lines.append("  fix: %s" % finding["fix"])
+        lines.extend("  | %s" % line for line in finding["evidence"])
+    return lines
+
+
+class FilterModule:
+    def filters(self):
+        return {"health_targets": health_targets, "health_table": health_table, "health_failures": health_failures,
+                "diagnose": llmserve_diagnose, "status_report": status_report}

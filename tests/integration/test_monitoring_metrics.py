@@ -112,14 +112,15 @@ def test_every_vllm_panel_query_returns_data(prometheus, vllm_server):
 
 
 def test_panel_values_match_the_requests_sent(prometheus, vllm_server):
-    """The numbers are the real ones: 7 requests finished, with prompt and generated tokens counted."""
+    """The numbers are the real ones: at least the 7 requests sent here finished (the session's server may have
+    served other tests too), with generated tokens counted and a plausible TTFT."""
     model = 'model_name="%s"' % vllm_server.name
     finished = prometheus.query("sum(vllm:request_success_total{%s})" % model)["data"]["result"]
     assert float(finished[0]["value"][1]) >= 7
     reasons = prometheus.query("sum by (finished_reason) (vllm:request_success_total{%s}) > 0" % model)["data"]["result"]
-    assert {r["metric"]["finished_reason"] for r in reasons} <= {"stop", "length"}
+    assert reasons and {r["metric"]["finished_reason"] for r in reasons} <= {"stop", "length", "abort"}
     generated = prometheus.query("sum(vllm:generation_tokens_total{%s})" % model)["data"]["result"]
-    assert float(generated[0]["value"][1]) >= 6 * 1
+    assert float(generated[0]["value"][1]) >= 7
     ttft = prometheus.query('histogram_quantile(0.95, sum by (le) (rate(vllm:time_to_first_token_seconds_bucket{%s}[5m])))'
                             % model)["data"]["result"]
     assert 0 < float(ttft[0]["value"][1]) < 60

@@ -1,0 +1,334 @@
+"""The monitoring component, rendered by the real render playbook: schemas, wiring to the model workloads,
+secrets, the Grafana route, prometheus-adapter, dashboards, alert rules (promtool) and bad input.
+
+Runs here for real: ansible-playbook render, the CRD/Kubernetes schemas, promtool (Debian's prometheus package).
+Cannot run here: the charts themselves (helm-controller, Grafana, Prometheus Operator), Traefik and the DCGM
+exporter; what they are given is checked as data.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+import shutil
+
+import pytest
+import yaml
+
+from k8s_schema import load_bundle, validate
+from playbook import render
+from prometheus import promtool, rules_file
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+DATA = ROOT / "tests" / "data" / "metric_names"
+PASSWORD = "Grafana-admin-pass-0123"
+MIDDLEWARES = [{"name": "llm-ratelimit", "namespace": "llm-serving"}, {"name": "llm-auth", "namespace": "llm-serving"}]
+# The thresholds tests/render/data/monitoring-alerts.test.yml is written for (the others are the defaults).
+THRESHOLDS = {"monitoring_alert_kv_cache_ratio": 0.8, "monitoring_alert_queue_waiting": 7,
+              "monitoring_alert_ttft_p95_seconds": 1.5, "monitoring_alert_gpu_temp_celsius": 80}
+
+
+def recorded_names(name):
+    """{metric name: [labels]} of a recorded list in tests/data/metric_names."""
+    out = {}
+    for line in (DATA / name).read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            metric, *labels = line.split()
+            out[metric] = labels
+    return out
+
+
+def _monitoring(objects):
+    return {p: o for p, o in objects.items() if p.startswith("monitoring/")}
+
+
+def _one(objects, kind, name):
+    found = [o for o in objects.values() if o["kind"] == kind and o["metadata"]["name"] == name]
+    assert len(found) == 1, "%s/%s: %d found" % (kind, name, len(found))
+    return found[0]
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    """The workstation bundle with an ingress host, Grafana middlewares and the test thresholds; the Grafana
+    password is in the environment, as it would come from Vault."""
+    dest = tmp_path_factory.mktemp("monitoring")
+    extra = {"llmserve_ingress_host": "llm.example.org", "monitoring_grafana_middlewares": MIDDLEWARES}
+    extra.update(THRESHOLDS)
+    result = render(dest, extra_vars=extra, env={"GRAFANA_ADMIN_PASSWORD": PASSWORD})
+    assert result.returncode == 0, result.stdout[-5000:]
+    return dest, load_bundle(dest), result.stdout
+
+
+def test_every_monitoring_object_validates(bundle):
+    objects = _monitoring(bundle[1])
+    kinds = sorted({o["kind"] for o in objects.values()})
+    assert kinds == ["ConfigMap", "DaemonSet", "HelmChart", "IngressRoute", "Namespace", "PodMonitor",
+                     "PrometheusRule", "Service", "ServiceMonitor"]
+    assert {p: e for p, o in objects.items() if (e := validate(o))} == {}
+
+
+def test_one_podmonitor_per_enabled_model_selects_its_pods(bundle):
+    objects = bundle[1]
+    deployments = {o["metadata"]["labels"]["llmserve.io/model"]: o for o in objects.values() if o["kind"] == "Deployment"}
+    monitors = {o["metadata"]["labels"]["llmserve.io/model"]: o for o in objects.values()
+                if o["kind"] == "PodMonitor" and "llmserve.io/model" in o["metadata"]["labels"]}
+    # llama-3.1-8b-multi is disabled in the workstation catalog: neither a Deployment nor a PodMonitor.
+    assert sorted(monitors) == sorted(deployments) == ["deepseek-coder-v2-lite", "llama-3.1-8b", "mixtral-8x7b"]
+    for name, monitor in monitors.items():
+        pod = deployments[name]["spec"]["template"]
+        spec = monitor["spec"]
+        assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+        assert spec["namespaceSelector"]["matchNames"] == [deployments[name]["metadata"]["namespace"]]
+        assert spec["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+        endpoint = spec["podMetricsEndpoints"][0]
+        ports = {p["name"]: p["containerPort"] for p in pod["spec"]["containers"][0]["ports"]}
+        assert ports[endpoint["port"]] == 8000 and endpoint["path"] == "/metrics"
+        # model_name on every series of the target (the pod label llmserve.io/model, sanitized by Prometheus).
+        relabel = {r["targetLabel"]: r["sourceLabels"] for r in endpoint["relabelings"]}
+        assert relabel["model_name"] == ["__meta_kubernetes_pod_label_llmserve_io_model"]
+        assert "namespace" not in relabel and endpoint["honorLabels"] is True
+
+
+def test_dcgm_exporter_runs_on_gpu_nodes_and_is_scraped(bundle):
+    objects = bundle[1]
+    daemonset = _one(objects, "DaemonSet", "dcgm-exporter")
+    service = _one(objects, "Service", "dcgm-exporter")
+    monitor = _one(objects, "ServiceMonitor", "dcgm-exporter")
+    pod = daemonset["spec"]["template"]["spec"]
+    model_pod = next(o for o in objects.values() if o["kind"] == "Deployment")["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"llmserve.io/gpu": "true"} and pod["runtimeClassName"] == "nvidia"
+    assert pod["runtimeClassName"] == model_pod["runtimeClassName"]
+    image = pod["containers"][0]["image"]
+    assert re.fullmatch(r"nvcr\.io/nvidia/k8s/dcgm-exporter:\d+\.\d+\.\d+-\d+\.\d+\.\d+-[a-z0-9.]+", image), image
+    assert service["spec"]["selector"].items() <= daemonset["spec"]["template"]["metadata"]["labels"].items()
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["endpoints"][0]["port"] in {p["name"] for p in service["spec"]["ports"]}
+    assert monitor["spec"]["namespaceSelector"]["matchNames"] == [service["metadata"]["namespace"]]
+
+
+def test_traefik_is_scraped_on_its_metrics_port(bundle):
+    """k3s's Traefik pods (kube-system, app.kubernetes.io/name=traefik, container port `metrics`) feed the 429
+    panels; Traefik itself does not run here."""
+    monitor = _one(bundle[1], "PodMonitor", "traefik")
+    assert monitor["spec"]["namespaceSelector"]["matchNames"] == ["kube-system"]
+    assert monitor["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": "traefik"}
+    assert monitor["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+
+
+def test_stack_chart_is_pinned_and_configured_from_variables(bundle):
+    chart = _one(bundle[1], "HelmChart", "kube-prometheus-stack")
+    assert chart["metadata"]["namespace"] == "kube-system" and chart["spec"]["targetNamespace"] == "monitoring"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", chart["spec"]["version"])
+    values = yaml.safe_load(chart["spec"]["valuesContent"])
+    spec = values["prometheus"]["prometheusSpec"]
+    assert spec["retention"] == "15d" and spec["podMonitorSelectorNilUsesHelmValues"] is False
+    assert spec["storageSpec"]["volumeClaimTemplate"]["spec"]["resources"]["requests"]["storage"] == "50Gi"
+    grafana = values["grafana"]
+    assert grafana["admin"]["existingSecret"] == "grafana-admin"
+    assert grafana["sidecar"]["dashboards"]["enabled"] is True
+    assert {grafana["sidecar"]["dashboards"]["label"]: grafana["sidecar"]["dashboards"]["labelValue"]} == {"grafana_dashboard": "1"}
+    assert grafana["grafana.ini"]["server"] == {"root_url": "https://llm.example.org/grafana/", "serve_from_sub_path": True}
+
+
+def test_grafana_password_is_never_in_the_bundle_or_the_output(bundle):
+    folder, output = bundle[0], bundle[2]
+    assert PASSWORD not in output
+    for path in folder.rglob("*"):
+        if path.is_file():
+            assert PASSWORD not in path.read_text(encoding="utf-8"), path
+
+
+def test_grafana_route_uses_the_ingress_host_path_and_middlewares(bundle):
+    route = _one(bundle[1], "IngressRoute", "grafana")
+    rule = route["spec"]["routes"][0]
+    assert rule["match"] == "Host(`llm.example.org`) && PathPrefix(`/grafana`)"
+    assert rule["middlewares"] == MIDDLEWARES
+    assert rule["services"] == [{"name": "kube-prometheus-stack-grafana", "port": 80}]
+    assert route["spec"]["entryPoints"] == ["websecure"]
+
+
+def test_adapter_exposes_what_the_model_hpas_scale_on(bundle, multinode):
+    """prometheus-adapter's rules rename vllm:x to vllm_x; every HPA's Pods metric must be one of them."""
+    chart = _one(bundle[1], "HelmChart", "prometheus-adapter")
+    values = yaml.safe_load(chart["spec"]["valuesContent"])
+    assert values["prometheus"]["url"] == "http://kube-prometheus-stack-prometheus.monitoring.svc"
+    exposed = {}
+    for rule in values["rules"]["custom"]:
+        series = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)\{", rule["seriesQuery"]).group(1)
+        assert re.fullmatch(rule["name"]["matches"], series)
+        assert set(rule["resources"]["overrides"]) == {"namespace", "pod"}
+        exposed[rule["name"]["as"]] = series
+    assert exposed == {"vllm_num_requests_waiting": "vllm:num_requests_waiting",
+                       "vllm_num_requests_running": "vllm:num_requests_running"}
+    hpas = [o for o in multinode[1].values() if o["kind"] == "HorizontalPodAutoscaler"]
+    assert hpas, "the multinode catalog has an autoscaled model"
+    for hpa in hpas:
+        for metric in hpa["spec"]["metrics"]:
+            assert metric["type"] == "Pods" and metric["pods"]["metric"]["name"] in exposed
+
+
+def test_dashboards_are_sidecar_configmaps_of_the_role_files(bundle):
+    maps = [o for o in bundle[1].values() if o["kind"] == "ConfigMap" and o["metadata"]["namespace"] == "monitoring"]
+    files = sorted((ROOT / "roles/monitoring/files/dashboards").glob("*.json"))
+    assert len(maps) == len(files) == 2
+    for cm in maps:
+        assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+        (key, text), = cm["data"].items()
+        assert json.loads(text) == json.loads((ROOT / "roles/monitoring/files/dashboards" / key).read_text())
+
+
+def _panel_queries(dashboard):
+    return [(p["title"], t["expr"]) for p in dashboard["panels"] for t in p.get("targets", [])]
+
+
+def _dashboard(name):
+    return json.loads((ROOT / "roles/monitoring/files/dashboards" / name).read_text(encoding="utf-8"))
+
+
+def test_vllm_dashboard_queries_use_current_names_and_the_model_filter():
+    board = _dashboard("llmserve-vllm.json")
+    variables = {v["name"]: v for v in board["templating"]["list"]}
+    assert "model_name" in variables["model"]["definition"] and variables["model"]["includeAll"]
+    titles = {p["title"] for p in board["panels"]}
+    for wanted in ("Request throughput", "Tokens per second", "Running and waiting requests", "KV cache usage",
+                   "Time to first token", "Inter-token latency", "End-to-end request latency",
+                   "Requests by finish reason", "Preemptions", "Prefix cache hit rate", "Rate limited (429)"):
+        assert wanted in titles
+    for title, expr in _panel_queries(board):
+        assert "gpu_cache_usage_perc" not in expr and "time_per_output_token" not in expr, title
+        if "vllm:" in expr or "http_requests_total" in expr:
+            assert 'model_name=~"$model"' in expr, title
+        for fn, metric in re.findall(r"\b(rate|increase)\((\w[\w:]*)", expr):
+            assert metric.endswith(("_total", "_bucket")), "%s: %s over a non-counter %s" % (title, fn, metric)
+        for quantile in re.findall(r"histogram_quantile\(([^,]+), (\w+ by \([^)]*\))", expr):
+            assert "le" in re.findall(r"\w+", quantile[1].split("(", 1)[1]), title
+
+
+def test_gpu_and_traefik_queries_use_recorded_metric_names():
+    """GPU and Traefik panels cannot have data here: their names are checked against lists recorded from the
+    DCGM exporter's default counters and Traefik's documentation (tests/data/metric_names)."""
+    dcgm = recorded_names("dcgm-exporter.txt")
+    traefik = recorded_names("traefik-v3.txt")
+    used = set()
+    for name in ("llmserve-gpu.json", "llmserve-vllm.json"):
+        for title, expr in _panel_queries(_dashboard(name)):
+            for metric in re.findall(r"\b((?:DCGM_FI|traefik)_\w+)", expr):
+                assert metric in dcgm or metric in traefik, "%s: %s is not a recorded metric" % (title, metric)
+                used.add(metric)
+    assert {"DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_GPU_TEMP", "DCGM_FI_DEV_POWER_USAGE",
+            "DCGM_FI_DEV_XID_ERRORS", "traefik_entrypoint_requests_total"} <= used
+    for label in re.findall(r"by \(([^)]*)\)", json.dumps(_dashboard("llmserve-gpu.json"))):
+        assert set(re.findall(r"\w+", label)) <= {"Hostname", "gpu", "UUID", "namespace", "pod", "le"}
+
+
+def test_rule_metric_names_are_recorded_or_vllm(bundle):
+    rule = _one(bundle[1], "PrometheusRule", "llmserve-alerts")
+    known = set(recorded_names("dcgm-exporter.txt")) | set(recorded_names("traefik-v3.txt")) \
+        | set(recorded_names("kube-state-metrics.txt")) | {"up", "http_requests_total"}
+    for group in rule["spec"]["groups"]:
+        for r in group["rules"]:
+            assert "runbook" in r["annotations"] and "playbooks/" in r["annotations"]["runbook"], r["alert"]
+            for metric in re.findall(r"\b([a-zA-Z_][\w:]*)\{", r["expr"]) + re.findall(r"\((DCGM_\w+)\)", r["expr"]):
+                assert metric.startswith("vllm:") or metric in known, (r["alert"], metric)
+
+
+def test_rules_pass_promtool_check_and_unit_tests(bundle, tmp_path):
+    rule = _one(bundle[1], "PrometheusRule", "llmserve-alerts")
+    rules_file(rule, tmp_path / "rules.yml")
+    checked = promtool("check", "rules", tmp_path / "rules.yml")
+    assert checked.returncode == 0 and "SUCCESS: 12 rules found" in checked.stdout, checked.stdout
+    shutil.copy(ROOT / "tests/render/data/monitoring-alerts.test.yml", tmp_path / "alerts.test.yml")
+    tested = promtool("test", "rules", tmp_path / "alerts.test.yml")
+    assert tested.returncode == 0 and "SUCCESS" in tested.stdout, tested.stdout
+    alerts = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
+    unit_tested = set(re.findall(r"alertname: (\w+)", (tmp_path / "alerts.test.yml").read_text()))
+    assert alerts == unit_tested
+
+
+def test_promtool_unit_tests_fail_when_a_threshold_changes(tmp_path, bundle):
+    """The unit tests depend on the rendered thresholds: the same tests against rules rendered with another
+    queue threshold fail (so they test the rules, not themselves)."""
+    rule = _one(bundle[1], "PrometheusRule", "llmserve-alerts")
+    for group in rule["spec"]["groups"]:
+        for r in group["rules"]:
+            if r["alert"] == "VllmQueueHigh":
+                r["expr"] = r["expr"].replace("> 7", "> 25")
+    rules_file(rule, tmp_path / "rules.yml")
+    shutil.copy(ROOT / "tests/render/data/monitoring-alerts.test.yml", tmp_path / "alerts.test.yml")
+    tested = promtool("test", "rules", tmp_path / "alerts.test.yml")
+    assert tested.returncode != 0 and "VllmQueueHigh" in tested.stdout
+
+
+def test_external_prometheus_renders_only_monitors_rules_and_dashboards(tmp_path):
+    result = render(tmp_path, tags="monitoring", extra_vars={
+        "llmserve_ingress_host": "llm.example.org", "monitoring_external_prometheus": True,
+        "monitoring_selector_labels": {"prometheus": "campus"},
+        "monitoring_adapter_prometheus_url": "http://prometheus-operated.observability.svc"})
+    assert result.returncode == 0, result.stdout[-4000:]
+    objects = load_bundle(tmp_path)
+    charts = sorted(o["metadata"]["name"] for o in objects.values() if o["kind"] == "HelmChart")
+    assert charts == ["prometheus-adapter"]
+    assert not [o for o in objects.values() if o["kind"] == "IngressRoute"]
+    selected = [o for o in objects.values() if o["kind"] in ("PodMonitor", "ServiceMonitor", "PrometheusRule")]
+    assert len(selected) == 6  # 3 models, Traefik, the DCGM exporter, the rules
+    for obj in selected:
+        assert obj["metadata"]["labels"]["prometheus"] == "campus" and "release" not in obj["metadata"]["labels"]
+    adapter = yaml.safe_load(_one(objects, "HelmChart", "prometheus-adapter")["spec"]["valuesContent"])
+    assert adapter["prometheus"]["url"] == "http://prometheus-operated.observability.svc"
+    assert {p: e for p, o in objects.items() if (e := validate(o))} == {}
+
+
+def test_render_again_changes_nothing(tmp_path):
+    first = render(tmp_path, tags="monitoring")
+    second = render(tmp_path, tags="monitoring")
+    assert first.returncode == second.returncode == 0, second.stdout[-3000:]
+    assert (tmp_path / "monitoring" / "prometheusrule-llmserve-alerts.yaml").exists()
+    assert recap_changed(second.stdout) == 0
+
+
+def recap_changed(output):
+    from playbook import recap  # pylint: disable=import-outside-toplevel
+    return recap(output)["changed"]
+
+
+BAD_INPUT = [
+    ({"monitoring_namespace": "Monitoring"}, "monitoring_namespace"),
+    ({"monitoring_stack_chart_version": "latest"}, "monitoring_stack_chart_version"),
+    ({"monitoring_dcgm_image_tag": "latest"}, "monitoring_dcgm_image_tag"),
+    ({"monitoring_alert_kv_cache_ratio": 90}, "monitoring_alert_kv_cache_ratio"),
+    ({"monitoring_alert_ttft_p95_seconds": 0}, "monitoring_alert_ttft_p95_seconds"),
+    ({"monitoring_alert_queue_for": "5 minutes"}, "monitoring_alert_queue_for"),
+    ({"llmserve_ingress_host": "LLM_host"}, "monitoring_grafana_ingress_host"),
+    ({"monitoring_grafana_middlewares": [{"namespace": "llm-serving"}]}, "monitoring_grafana_middlewares"),
+    ({"monitoring_adapter_metrics": ["vllm num waiting"]}, "monitoring_adapter_metrics"),
+    # Applying the stack without a Grafana password stops in preflight, before any cluster call.
+    ({"llmserve_apply": True}, "llmserve_grafana_admin_password"),
+]
+
+
+@pytest.mark.parametrize("extra,variable", BAD_INPUT, ids=[case[1] for case in BAD_INPUT])
+def test_bad_input_fails_in_preflight_naming_the_variable(tmp_path, extra, variable):
+    result = render(tmp_path, tags="monitoring", extra_vars=extra, env={"GRAFANA_ADMIN_PASSWORD": ""})
+    assert result.returncode != 0
+    assert variable in result.stdout and "Fix" in result.stdout, result.stdout[-3000:]
+    assert not (tmp_path / "monitoring").exists()
+
+
+def test_otlp_traces_endpoint_reaches_every_model(tmp_path):
+    endpoint = "http://tempo.monitoring.svc:4317"
+    result = render(tmp_path, tags="models", extra_vars={"llmserve_otlp_traces_endpoint": endpoint})
+    assert result.returncode == 0, result.stdout[-3000:]
+    deployments = [o for o in load_bundle(tmp_path).values() if o["kind"] == "Deployment"]
+    assert len(deployments) == 3
+    for deployment in deployments:
+        args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert args[args.index("--otlp-traces-endpoint") + 1] == endpoint
+
+
+def test_no_otlp_flag_by_default(bundle):
+    for obj in bundle[1].values():
+        if obj["kind"] == "Deployment":
+            assert "--otlp-traces-endpoint" not in obj["spec"]["template"]["spec"]["containers"][0]["args"]

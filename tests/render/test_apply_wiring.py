@@ -31,7 +31,8 @@ def test_apply_reaches_for_the_cluster_after_rendering_everything(tmp_path, work
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(KUBECONFIG % _closed_port(), encoding="utf-8")
     result = run_playbook("cluster.yml", "inventories/workstation",
-                          extra_vars={"llmserve_kubeconfig": str(kubeconfig), "llmserve_render_dir": str(tmp_path / "out")})
+                          extra_vars={"llmserve_kubeconfig": str(kubeconfig), "llmserve_render_dir": str(tmp_path / "out")},
+                          env={"LLMSERVE_API_KEYS": "sk-wiring-0123456789abcdef", "GRAFANA_ADMIN_PASSWORD": "wiring-password-0123"})
     assert result.returncode != 0
     output = " ".join(result.stdout.split())
     assert "TASK [llmserve.k3s.manifests : Server-side apply the component namespace]" in output

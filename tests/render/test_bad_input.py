@@ -57,9 +57,10 @@ CASES = {
                                   ["(m0).autoscaling.max_replica: unknown field", "did you mean max_replicas?"]),
     "managed-vllm-flag": (_models({"extra_args": ["--max-model-len=4096"]}), None,
                           ["(m0).extra_args: --max-model-len is set by the role", "catalog field max_model_len"]),
-    # The roles' argument specs catch this one first, naming their variable for llmserve_models.
+    # The roles' argument specs catch this one first, naming their variable for llmserve_models (the ingress role's
+    # preflight runs first).
     "catalog-not-a-list": ({"llmserve_models": {"name": "m"}}, None,
-                           ["Validation of arguments failed: argument 'model_storage_models' is of type dict"]),
+                           ["Validation of arguments failed: argument 'ingress_models' is of type dict"]),
     "unknown-storage-mode": ({"llmserve_storage_mode": "nfs"}, None,
                              ['llmserve_storage_mode (model_storage_mode) is "nfs": unknown storage mode', "local-path"]),
     "unknown-storage-mode-model-tag": ({"llmserve_storage_mode": "nfs"}, "llama-3.1-8b",

@@ -33,7 +33,7 @@ def test_kustomization_lists_every_file_in_apply_order(rendered):
     resources = kustomization["resources"]
     assert sorted(resources) == sorted(objects)
     components = [path.split("/")[0] for path in resources]
-    order = ["namespace", "storage", "models"]
+    order = ["namespace", "storage", "gpu", "models", "ingress", "monitoring"]
     assert components == sorted(components, key=order.index)
     assert components[0] == "namespace"
 

@@ -35,7 +35,10 @@ def gpu_nodes(hostnames, hostvars):
         if count:
             labels.setdefault("llmserve.io/gpu", "true")
             labels.setdefault("llmserve.io/gpu-product", (name or "unknown").replace(" ", "-"))
-        nodes.append({"name": host, "gpu_count": count, "gpu_name": name, "gpu_memory_gib": memory, "labels": labels})
+        # Time-slicing (gpu_device_plugin): the device plugin advertises N GPUs per GPU, each with 1/N of its memory.
+        slices = int(hvars.get("llmserve_gpu_time_slicing_replicas", 1) or 1) if count else 1
+        nodes.append({"name": host, "gpu_count": count * slices, "gpu_name": name, "gpu_slices": slices,
+                      "gpu_memory_gib": round(float(memory) / slices, 2) if memory and slices > 1 else memory, "labels": labels})
     return nodes
 
 

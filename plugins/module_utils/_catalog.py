@@ -388,6 +388,27 @@ def _size(plans, models, nodes, predownload, errors):
         plan["sizing"]["node"] = node["name"]
 
 
+def _share_sliced_gpus(plans, nodes, errors):
+    """Models on time-sliced GPUs (N slices a GPU) take 1/N of the physical GPU.
+
+    The nodes already show N times the GPUs with 1/N of the memory each, which placement and sizing used; vLLM's
+    --gpu-memory-utilization is a share of the whole physical GPU, so it is divided by N. Tensor parallelism over
+    slices could put two ranks on one physical GPU: that is an error.
+    """
+    slices_of = {n["name"]: int(n.get("gpu_slices") or 1) for n in nodes}
+    for plan in plans:
+        slices = max([slices_of.get(n, 1) for n in plan.get("placement") or []] or [1])
+        plan["gpu_slices"] = slices
+        if slices <= 1:
+            continue
+        if plan["tensor_parallel_size"] > 1:
+            errors.field(plan["index"], plan["name"], "tensor_parallel_size",
+                         "%d on time-sliced GPUs (llmserve_gpu_time_slicing_replicas %d): ranks could share one physical GPU"
+                         % (plan["tensor_parallel_size"], slices),
+                         "use tensor_parallel_size 1 on time-sliced nodes, or turn time-slicing off")
+        plan["gpu_memory_utilization"] = round(plan["gpu_memory_utilization"] / slices, 4)
+
+
 def plan_catalog(models, nodes, defaults, classes, predownload=False):
     """Validate and resolve the catalog. Returns a dict with models (all, enabled or not), errors and GPU totals."""
     errors = _Errors()
@@ -416,6 +437,7 @@ def plan_catalog(models, nodes, defaults, classes, predownload=False):
     if not errors:
         free = _place(plans, nodes, errors)
         _size(plans, models, nodes, predownload, errors)
+        _share_sliced_gpus(plans, nodes, errors)
     total = sum(int(n.get("gpu_count") or 0) for n in nodes)
     used = total - sum(free.values()) if free else 0
     return {

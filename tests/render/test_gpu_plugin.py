@@ -32,7 +32,7 @@ def operator(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def amd(tmp_path_factory):
-    return _render(tmp_path_factory, "amd", {"llmserve_accelerator": "amd", "llmserve_gpu_stack": "none"}, "gpu,models")
+    return _render(tmp_path_factory, "amd", {"llmserve_accelerator": "amd", "llmserve_gpu_stack": "none"}, "gpu,models,namespace")
 
 
 @pytest.fixture(scope="module")
@@ -118,3 +118,29 @@ def test_accelerator_profiles_shape_the_model_pods(name, resource, image, runtim
             assert env["PT_HPU_ENABLE_LAZY_COLLECTIVES"] == "true"
     if name != "workstation":
         assert not [p for p in bundle if p.startswith("gpu/")]  # the vendor's device plugin is not ours to deploy
+
+
+def _quota(bundle):
+    (quota,) = [o for p, o in bundle.items() if p.startswith("namespace/") and o["kind"] == "ResourceQuota"]
+    return quota["spec"]["hard"]
+
+
+def test_gpu_quota_follows_the_accelerator(amd, workstation):
+    assert _quota(amd)["requests.amd.com/gpu"] == "4"
+    assert "requests.nvidia.com/gpu" not in _quota(amd)
+    assert _quota(workstation[1])["requests.nvidia.com/gpu"] == "4"
+
+
+def test_time_sliced_gpus_are_planned_as_shares(tmp_path_factory):
+    """Two replicas of a small-context 8B model share one L40 cut in 2 slices: quota, placement and vLLM's share."""
+    catalog = [{"name": "llama-shared", "model": "meta-llama/Llama-3.1-8B-Instruct", "architecture": "llama-3.1-8b",
+                "max_model_len": 4096, "max_num_seqs": 16, "replicas": 2}]
+    bundle = _render(tmp_path_factory, "shared", {"llmserve_gpu_count": 1, "llmserve_gpu_time_slicing_replicas": 2,
+                                                  "llmserve_models": catalog}, "gpu,namespace,models")
+    assert _quota(bundle)["requests.nvidia.com/gpu"] == "2"
+    (dep,) = _kind(bundle, "Deployment", "models/")
+    args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--gpu-memory-utilization") + 1] == "0.45"
+    assert dep["metadata"]["annotations"]["llmserve.io/placement"] == "workstation,workstation"
+    (config,) = _kind(bundle, "ConfigMap")
+    assert "replicas: 2" in yaml.safe_dump(config["data"]) or "replicas: 2" in "".join(config["data"].values())

@@ -171,4 +171,4 @@ def test_pinned_vllm_knows_the_otlp_traces_flag():
     sources = list(python.parent.parent.glob("lib/python3*/site-packages/vllm/engine/arg_utils.py"))
     assert sources and '"--otlp-traces-endpoint"' in sources[0].read_text(encoding="utf-8")
     defaults = yaml.safe_load((ROOT / "roles/vllm_models/defaults/main.yml").read_text(encoding="utf-8"))
-    assert defaults["vllm_models_image_tag"] == "v" + VLLM_VERSION
+    assert defaults["vllm_models_accelerator_profiles"]["nvidia"]["tag"] == "v" + VLLM_VERSION

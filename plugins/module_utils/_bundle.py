@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import tempfile
 
 HEADER = "# Rendered by llmserve.k3s; edit the inventory and re-render instead of this file.\n"
@@ -181,9 +180,8 @@ def write_component(root, component, objects, state="present", check_mode=False)
             removed.append(os.path.join(component, fname))
             if not check_mode:
                 os.remove(os.path.join(compdir, fname))
-    if state == "absent" and os.path.isdir(compdir) and not check_mode:
-        if not any(f for f in os.listdir(compdir) if not f.endswith(".yaml")):
-            shutil.rmtree(compdir)
+    if state == "absent" and os.path.isdir(compdir) and not check_mode and not os.listdir(compdir):
+        os.rmdir(compdir)
     changed = bool(written or removed)
     if not check_mode and os.path.isdir(root):
         changed = _write_if_changed(os.path.join(root, "kustomization.yaml"), kustomization_text(root)) or changed

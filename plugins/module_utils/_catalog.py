@@ -335,6 +335,18 @@ def _memory_gi(text):
     return float(match.group(1)) if match else None
 
 
+# Quantizations applied while vLLM loads a 16-bit checkpoint: the checkpoint's size on disk is not their weights.
+_ONLINE_QUANT = ("fp8", "bitsandbytes", "experts_int8")
+
+
+def _apply_measured(plan, measured):
+    """Weights measured on the host (model_storage's llmserve_model_sizes) replace the estimate from params_b."""
+    gib = (measured or {}).get(plan["name"])
+    if gib and plan.get("quantization") not in _ONLINE_QUANT:
+        plan["weights_gib"] = gib
+        plan["weights_measured"] = True
+
+
 def _size(plans, models, nodes, predownload, errors):
     """Size every enabled model with an architecture preset on the GPU of its nodes (gpu_sizing's model).
 
@@ -349,14 +361,17 @@ def _size(plans, models, nodes, predownload, errors):
         if node is None:
             continue
         entry = models[plan["index"]]
+        preset = {"model_preset": plan["architecture"]}
+        if plan.get("weights_measured"):
+            preset = {"model": dict(PRESETS[plan["architecture"]], weights_gib=plan["weights_gib"])}
         try:
             result = _sizing.size(
-                model_preset=plan["architecture"], dtype="bfloat16" if plan["dtype"] == "auto" else plan["dtype"],
+                dtype="bfloat16" if plan["dtype"] == "auto" else plan["dtype"],
                 quantization=plan["quantization"], kv_cache_dtype=plan["kv_cache_dtype"],
                 gpu_memory_gib=node.get("gpu_memory_gib"), gpu_name=node.get("gpu_name") or None,
                 tensor_parallel_size=plan["tensor_parallel_size"], gpu_memory_utilization=plan["gpu_memory_utilization"],
                 max_model_len=plan["max_model_len"], max_num_seqs=plan["max_num_seqs"],
-                max_num_batched_tokens=plan["max_num_batched_tokens"], download=not predownload)
+                max_num_batched_tokens=plan["max_num_batched_tokens"], download=not predownload, **preset)
         except _sizing.SizingError as exc:
             errors.field(plan["index"], plan["name"], "architecture", "cannot be sized on %s (%s)" % (node["name"], exc),
                          "correct the entry or the node's GPU facts (llmserve_gpu_name / llmserve_gpu_memory_gib)")
@@ -409,8 +424,11 @@ def _share_sliced_gpus(plans, nodes, errors):
         plan["gpu_memory_utilization"] = round(plan["gpu_memory_utilization"] / slices, 4)
 
 
-def plan_catalog(models, nodes, defaults, classes, predownload=False):
-    """Validate and resolve the catalog. Returns a dict with models (all, enabled or not), errors and GPU totals."""
+def plan_catalog(models, nodes, defaults, classes, predownload=False, measured=None):
+    """Validate and resolve the catalog. Returns a dict with models (all, enabled or not), errors and GPU totals.
+
+    measured: {model name: weights GiB} measured on the hosts; they replace the estimate from params_b.
+    """
     errors = _Errors()
     if not isinstance(models, list):
         return {"models": [], "errors": ["llmserve_models: %r is not a list. Fix: write the catalog as a list of mappings" % (type(models).__name__,)]}
@@ -430,6 +448,7 @@ def plan_catalog(models, nodes, defaults, classes, predownload=False):
         spec = _resolve(entry, defaults, classes, predownload)
         _check_fields(index, name, spec, classes, errors)
         spec["index"] = index
+        _apply_measured(spec, measured)
         plans.append(spec)
     if not errors:
         _check_fit(plans, nodes, errors)

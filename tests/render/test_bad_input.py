@@ -58,7 +58,7 @@ CASES = {
     "managed-vllm-flag": (_models({"extra_args": ["--max-model-len=4096"]}), None,
                           ["(m0).extra_args: --max-model-len is set by the role", "catalog field max_model_len"]),
     "catalog-not-a-list": ({"llmserve_models": {"name": "m"}}, None,
-                           ["llmserve_models: 'dict' is not a list. Fix: write the catalog as a list of mappings"]),
+                           ["llmserve_models is a mapping, not a list. Fix: write the catalog as a list of mappings"]),
     "unknown-storage-mode": ({"llmserve_storage_mode": "nfs"}, None,
                              ['llmserve_storage_mode (plan_storage_mode) is "nfs": unknown storage mode', "local-path"]),
     "unknown-storage-mode-model-tag": ({"llmserve_storage_mode": "nfs"}, "llama-3.1-8b",

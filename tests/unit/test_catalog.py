@@ -253,7 +253,8 @@ def test_error_messages(catalog, message):
 
 
 def test_catalog_not_a_list():
-    assert plan({"name": "m"})["errors"] == ["llmserve_models: 'dict' is not a list. Fix: write the catalog as a list of mappings"]
+    assert plan({"name": "m"})["errors"] == ["llmserve_models is a mapping, not a list. Fix: write the catalog as a list of mappings, "
+                                             "one per model (- name: ...)"]
 
 
 def test_every_problem_of_an_entry_is_reported_at_once():

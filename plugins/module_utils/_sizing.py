@@ -40,9 +40,10 @@ TP_SIZES = (1, 2, 4, 8)
 
 # nvidia-smi's memory.total (MiB) and the part the driver keeps (MiB) that CUDA never sees: nvidia-smi -q
 # "FB Memory Usage / Reserved" where recorded (L40S 609, H100 479, A100-40GB 605), else total minus the
-# total_gpu_memory vLLM logged on that GPU.
+# total_gpu_memory vLLM logged on that GPU (A100-80GB: 79.27 GiB, from two startups at utilization 0.25 and 0.5
+# whose KV caches differ by 19.82 GiB, dennislee22/vLLM-benchmarking).
 GPUS = {
-    "L40": (46068, 609), "L40S": (46068, 609), "A100-40GB": (40960, 605), "A100-80GB": (81920, 870),
+    "L40": (46068, 609), "L40S": (46068, 609), "A100-40GB": (40960, 605), "A100-80GB": (81920, 745),
     "H100": (81559, 479), "H200": (143771, 600), "A10": (23028, 428), "L4": (23034, 475),
     "RTX 3090": (24576, 430), "RTX 4090": (24564, 400), "RTX A6000": (49140, 459), "RTX 4060": (8192, 0),
 }

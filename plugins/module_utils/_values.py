@@ -15,10 +15,11 @@ DTYPES = ("auto", "bfloat16", "float16", "float32")
 DTYPE_BYTES = {"auto": 2, "bfloat16": 2, "float16": 2, "half": 2, "float32": 4}
 
 # vLLM --quantization: bytes a quantized linear-layer parameter takes in memory. 4-bit group-wise formats carry a
-# 16-bit scale and a 4-bit zero per group of 128 (4.16 bits); MXFP4 an 8-bit scale per 32 (4.25 bits, experts only).
+# 16-bit scale and a 4-bit zero per group of 128 (4.16 bits); MXFP4 an 8-bit scale per 32 (4.25 bits, experts only),
+# and vLLM pads gpt-oss's 2880-wide experts to 3072 for its MoE kernels (x 16/15: 0.5667 bytes, fitted on gpt-oss-20b).
 QUANT_LINEAR_BYTES = {
     "awq": 0.52, "awq_marlin": 0.52, "gptq": 0.52, "gptq_marlin": 0.52, "w4a16": 0.52, "bitsandbytes": 0.52,
-    "gguf": 0.6, "mxfp4": 0.53125,
+    "gguf": 0.6, "mxfp4": 0.5667,
     "fp8": 1.0, "fbgemm_fp8": 1.0, "int8": 1.0, "w8a8": 1.0, "experts_int8": 1.0, "modelopt": 1.0, "compressed-tensors": 1.0,
 }
 QUANTIZATIONS = tuple(sorted(QUANT_LINEAR_BYTES))

@@ -63,8 +63,13 @@ PRESETS = {
     # google/gemma-2-9b-it, google/gemma-2-27b-it (every layer counted as full attention)
     "gemma-2-9b": _llama(9.24, 42, 16, 8, 3584, 14336, 256000, 8192, head_dim=256, tie_word_embeddings=True),
     "gemma-2-27b": _llama(27.23, 46, 32, 16, 4608, 36864, 256000, 8192, tie_word_embeddings=True),
-    # mistralai/Mistral-Small-3.2-24B-Instruct-2506 (text model; the vision encoder adds 0.4B)
-    "mistral-small-3.2-24b": _llama(24.01, 40, 32, 8, 5120, 32768, 131072, 131072),
+    # mistralai/Mistral-Small-3.2-24B-Instruct-2506 (text model; the vision encoder adds 0.4B; multimodal: vLLM's
+    # profile run of a multimodal model peaks in the forward pass, not in the sampler warm-up)
+    "mistral-small-3.2-24b": _llama(24.01, 40, 32, 8, 5120, 32768, 131072, 131072, multimodal=True),
+    # deepseek-ai/DeepSeek-R1 (MLA, 256 routed experts of 2048, 8 active; FP8 checkpoint)
+    "deepseek-r1": dict(params_b=671.03, num_layers=61, num_attention_heads=128, num_kv_heads=128, head_dim=192,
+                        kv_lora_rank=512, qk_rope_head_dim=64, hidden_size=7168, intermediate_size=2048,
+                        vocab_size=129280, max_position_embeddings=163840, num_experts=256, experts_per_token=8),
     # openai/gpt-oss-20b and gpt-oss-120b (MoE, experts in MXFP4, every other layer a 128-token sliding window)
     "gpt-oss-20b": _llama(20.91, 24, 64, 8, 2880, 2880, 201088, 131072, head_dim=64, num_experts=32, experts_per_token=4),
     "gpt-oss-120b": _llama(116.83, 36, 64, 8, 2880, 2880, 201088, 131072, head_dim=64, num_experts=128, experts_per_token=4),

@@ -254,13 +254,14 @@ def weights_per_gpu_gib(arch, dtype, quantization, tp):
 
 def activation_gib(arch, tp, dtype, batched_tokens, num_seqs, version=None):
     """Peak activation of vLLM's profile run: a forward pass of batched_tokens and the sampler on num_seqs logits
-    (from 0.11 a sampler warm-up whose peak is SAMPLER_COPIES float32 copies of them; the larger of the two counts)."""
+    (from 0.11 a sampler warm-up whose peak is SAMPLER_COPIES float32 copies of them; the larger of the two counts,
+    except for multimodal models, whose profile peaks in the forward pass: vLLM 0.11 logs of Mistral-Small-3.2)."""
     hidden = arch.get("hidden_size") or arch["num_kv_heads"] * arch["head_dim"]
     inter = (arch.get("intermediate_size") or 4 * hidden) * arch.get("experts_per_token", 1)
     per_token = ACTIVATION_FACTOR * (inter / float(tp) + 2 * hidden) * _values.dtype_bytes(dtype)
     logits = num_seqs * arch.get("vocab_size", 32000) * 4.0
     forward = batched_tokens * per_token + logits
-    if parse_version(version)[:2] >= SAMPLER_WARMUP_SINCE:
+    if parse_version(version)[:2] >= SAMPLER_WARMUP_SINCE and not arch.get("multimodal"):
         return max(forward, SAMPLER_COPIES * logits) / GIB
     return forward / GIB
 

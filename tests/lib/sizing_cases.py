@@ -40,7 +40,7 @@ def predict(case, weights="estimated"):
     """
     model = architecture(case)
     tp = case["tensor_parallel_size"]
-    if weights == "measured":
+    if weights == "measured" and "weights_gib" in case["observed"]:
         model["weights_gib"] = case["observed"]["weights_gib"] * tp
     return _sizing.size(model=model, dtype=case["dtype"], quantization=case.get("quantization"), gpu_name=case["gpu"],
                         tensor_parallel_size=tp, gpu_memory_utilization=case["gpu_memory_utilization"],

@@ -197,3 +197,15 @@ def test_kv_cache_dtypes_fp8_variants_halve_the_page():
     for kvd in ("fp8", "fp8_e4m3", "fp8_e5m2"):
         assert s.size(model_preset="llama-3.1-8b", max_model_len=8192, kv_cache_dtype=kvd, **L40)["kv_bytes_per_token"] == \
             auto["kv_bytes_per_token"] // 2
+
+
+def test_module_documentation_lists_the_allowed_values():
+    """gpu_sizing's DOCUMENTATION choices are the lists of _values (ansible-test compares them with the spec)."""
+    import yaml
+    from ansible_collections.llmserve.k3s.plugins.module_utils import _values
+    from ansible_collections.llmserve.k3s.plugins.modules import gpu_sizing
+    options = yaml.safe_load(gpu_sizing.DOCUMENTATION)["options"]
+    assert options["dtype"]["choices"] == list(_values.DTYPES) == gpu_sizing.ARGUMENT_SPEC["dtype"]["choices"]
+    assert options["quantization"]["choices"] == ["none"] + list(_values.QUANTIZATIONS)
+    assert options["kv_cache_dtype"]["choices"] == list(_values.KV_CACHE_DTYPES)
+    assert set(options) == set(gpu_sizing.ARGUMENT_SPEC)

@@ -130,3 +130,10 @@ def test_fp8_e4m3_on_the_seed_models_plans():
     for name, planned in by_name(result).items():
         if planned["sizing"]:
             assert planned["sizing"]["kv_bytes_per_token"] * 2 == auto[name]["sizing"]["kv_bytes_per_token"]
+
+
+def test_docs_catalog_lists_the_allowed_values():
+    lines = (ROOT / "docs" / "catalog.md").read_text().splitlines()
+    for field, values in (("dtype", _VALUES.DTYPES), ("quantization", _VALUES.QUANTIZATIONS), ("kv_cache_dtype", _VALUES.KV_CACHE_DTYPES)):
+        row = next(line for line in lines if line.startswith("| `%s` |" % field))
+        assert row.split("|")[3].strip() == ", ".join("`%s`" % v for v in values), field

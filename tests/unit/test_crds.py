@@ -47,10 +47,15 @@ def mirror(folder):
         thread.join(timeout=10)
 
 
+_HELD = []
+
+
 def closed_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port on 127.0.0.1 that refuses connections: bound, never listening, held for the rest of the process."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    _HELD.append(sock)
+    return sock.getsockname()[1]
 
 
 def _upstream_layout(tmp_path, change=None):

@@ -71,3 +71,18 @@ def test_k3s_binary_missing_on_the_mirror_names_the_binary(tmp_path):
     assert "Downloading the k3s %s binary from %s/releases/%s/k3s failed:" % (VERSION, base, VERSION.replace("+", "%2B")) in out
     assert "HTTP Error 404" in out and "k3s_airgap_dir" in out
     assert not (tmp_path / "bin" / "k3s").exists()
+
+
+def test_container_toolkit_repository_unreachable_names_it_and_the_mirror_variables(tmp_path):
+    """On this Debian machine the role takes the apt path; its first download (the signing key) is refused."""
+    base = "http://127.0.0.1:%d/libnvidia-container" % closed_port()
+    extra = {"nvidia_container_toolkit_repo_url": base + "/stable", "nvidia_container_toolkit_gpgkey_url": base + "/gpgkey",
+             "__nvidia_container_toolkit_keyring": str(tmp_path / "keyring.asc")}
+    result, out = _converge(tmp_path, "nvidia_container_toolkit", "install", extra)
+    assert result.returncode != 0
+    assert "TASK [llmserve.k3s.nvidia_container_toolkit : Stop - the toolkit could not be installed from its repository]" in out
+    assert ("Installing the NVIDIA container toolkit 1.19.0-1 from NVIDIA's repository %s/stable (signing key %s/gpgkey) "
+            'failed at "Fetch the repository signing key (apt)"' % (base, base)) in out, out[-3000:]
+    assert "Connection refused" in out
+    assert "set nvidia_container_toolkit_repo_url and nvidia_container_toolkit_gpgkey_url to a mirror" in out
+    assert not (tmp_path / "keyring.asc").exists()

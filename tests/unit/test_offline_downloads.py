@@ -21,10 +21,14 @@ K3S = yaml.safe_load((ROOT / "roles/k3s/defaults/main.yml").read_text())
 VERSION = K3S["k3s_version"]
 
 
-def _converge(tmp_path, role, tasks_from, extra):
+def _converge(tmp_path, role, tasks_from, extra, facts=None):
+    """include_role ROLE tasks_from on localhost; facts replaces fact gathering."""
     book = tmp_path / "play.yml"
-    book.write_text(yaml.safe_dump([{"hosts": "localhost", "gather_facts": True, "gather_subset": ["min"], "tasks": [
-        {"ansible.builtin.include_role": {"name": "llmserve.k3s." + role, "tasks_from": tasks_from}}]}]))
+    include = {"ansible.builtin.include_role": {"name": "llmserve.k3s." + role, "tasks_from": tasks_from}}
+    play = {"hosts": "localhost", "gather_facts": facts is None, "gather_subset": ["min"], "tasks": [include]}
+    if facts is not None:
+        include["vars"] = {"ansible_facts": facts}
+    book.write_text(yaml.safe_dump([play]))
     inventory = tmp_path / "hosts.yml"
     inventory.write_text(yaml.safe_dump({"all": {"hosts": {"localhost": {
         "ansible_connection": "local", "ansible_python_interpreter": sys.executable}}}}))
@@ -86,3 +90,22 @@ def test_container_toolkit_repository_unreachable_names_it_and_the_mirror_variab
     assert "Connection refused" in out
     assert "set nvidia_container_toolkit_repo_url and nvidia_container_toolkit_gpgkey_url to a mirror" in out
     assert not (tmp_path / "keyring.asc").exists()
+
+
+def test_model_predownload_hub_unreachable_names_the_model_and_the_mirror_variable(tmp_path):
+    """The real predownload tasks and script (huggingface_hub at the role's pin, from this machine's package index)
+    against a closed port standing for the Hub; apt is not touched (os_family other than Debian)."""
+    hub = "http://127.0.0.1:%d" % closed_port()
+    extra = {"model_storage_path": str(tmp_path / "models"), "model_storage_venv": str(tmp_path / "hf-venv"),
+             "model_storage_hf_endpoint": hub, "model_storage_hf_token": "hf_secret_token_value",
+             "model_storage_models": [{"name": "qwen-0.5b", "model": "Qwen/Qwen2.5-0.5B-Instruct", "revision": "main"}],
+             "ansible_become_method": "su"}
+    (tmp_path / "models" / ".llmserve" / "models").mkdir(parents=True)
+    result, out = _converge(tmp_path, "model_storage", "predownload", extra, facts={"os_family": "NotDebian"})
+    assert result.returncode != 0
+    assert "TASK [llmserve.k3s.model_storage : Check that every model was downloaded]" in out, out[-3000:]
+    assert ("qwen-0.5b: Downloading Qwen/Qwen2.5-0.5B-Instruct (revision main) for model qwen-0.5b from the Hugging Face "
+            "Hub at %s failed: ConnectError:" % hub) in out, out[-3000:]
+    assert "Connection refused" in out and "set model_storage_hf_endpoint to a reachable mirror" in out
+    assert "hf_secret_token_value" not in out
+    assert not (tmp_path / "models" / ".llmserve" / "models" / "qwen-0.5b.json").exists()

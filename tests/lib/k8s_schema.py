@@ -21,9 +21,13 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 K8S_VERSION = "1.35.0"
 
 
+# libyaml's parser where PyYAML has it: the same documents, several times faster on the large CRD files.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def load_yaml_docs(path):
     with open(path, encoding="utf-8") as handle:
-        return [doc for doc in yaml.safe_load_all(handle) if doc]
+        return [doc for doc in yaml.load_all(handle, Loader=_LOADER) if doc]
 
 
 def load_bundle(root):

@@ -29,8 +29,6 @@ def health_targets(models, endpoints=ENDPOINTS, urls=None, namespace="llm-servin
     for model in models or []:
         if not isinstance(model, dict) or "name" not in model:
             raise AnsibleFilterError("llmserve_models has an entry without a name: %r" % (model,))
-        if not model.get("enabled", True):
-            continue
         name = model["name"]
         override = urls.get(name) or {}
         if not isinstance(override, dict):

@@ -1,23 +1,28 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, llmserve.k3s contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Filters the roles' templates need; thin wrappers over module_utils."""
+"""Filters the roles' templates and tasks need; thin wrappers over module_utils."""
 
 from __future__ import annotations
 
+import os
+
+import yaml
+
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.llmserve.k3s.plugins.module_utils import _catalog
+from ansible_collections.llmserve.k3s.plugins.module_utils import _apply, _catalog, _plan
 
 
-def model_plan(models, nodes, defaults, classes, predownload=False):
-    return _catalog.plan_catalog(models, nodes, defaults, classes, predownload)
+def plan(models, nodes, defaults, classes, settings=None, measured=None):
+    """The plan fact (llmserve_plan) of a catalog on its nodes; see _plan.build_plan."""
+    return _plan.build_plan(models, nodes, defaults, classes, settings, measured)
 
 
-def vllm_args(plan, port=8000):
-    if not isinstance(plan, dict) or "model" not in plan:
-        raise AnsibleFilterError("vllm_args expects a planned model (an item of model_plan's models)")
-    return _catalog.vllm_args(plan, port)
+def vllm_args(planned, port=8000):
+    if not isinstance(planned, dict) or "model" not in planned:
+        raise AnsibleFilterError("vllm_args expects a planned model (an item of llmserve_plan.models)")
+    return _catalog.vllm_args(planned, port)
 
 
 def gpu_nodes(hostnames, hostvars):
@@ -42,13 +47,53 @@ def gpu_nodes(hostnames, hostvars):
     return nodes
 
 
-def stale_objects(objects, enabled):
-    """Objects labelled with a model (llmserve.io/model) that is not among the enabled ones."""
-    wanted = set(enabled or [])
-    return [obj for obj in objects or []
-            if ((obj.get("metadata") or {}).get("labels") or {}).get("llmserve.io/model") not in wanted | {None}]
+def measured_weights(hostnames, hostvars):
+    """{model name: GiB} of the weights model_storage measured on the hosts (their fact llmserve_model_sizes)."""
+    return _plan.measured_weights(hostnames, dict((h, hostvars[h].get("llmserve_model_sizes") or {}) for h in hostnames or []))
+
+
+def bundle_objects(root):
+    """{relative path: object} of every manifest the render step wrote under root (kustomization.yaml aside)."""
+    if not os.path.isdir(str(root)):
+        raise AnsibleFilterError("the bundle folder %s does not exist: render it first (playbooks/render.yml, or run the "
+                                 "whole cluster play without --tags)" % root)
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(str(root)):
+        dirnames.sort()
+        for fname in sorted(filenames):
+            if not fname.endswith(".yaml") or fname.startswith(".") or fname == "kustomization.yaml":
+                continue
+            path = os.path.join(dirpath, fname)
+            with open(path, encoding="utf-8") as handle:
+                docs = [doc for doc in yaml.safe_load_all(handle) if doc]
+            if len(docs) != 1:
+                raise AnsibleFilterError("%s holds %d objects; the bundle has one object a file" % (path, len(docs)))
+            out[os.path.relpath(path, str(root))] = docs[0]
+    return out
+
+
+def apply_steps(bundle, scope):
+    try:
+        return _apply.apply_steps(bundle, scope)
+    except _apply.ApplyError as exc:
+        raise AnsibleFilterError(str(exc)) from exc
+
+
+def prune_list(listed, bundle, scope, prune_protected=False):
+    """listed: k8s_info results (looped), or a flat list of objects."""
+    live = []
+    for item in listed or []:
+        live.extend(item.get("resources") or [] if isinstance(item, dict) and "resources" in item else [item])
+    return _apply.prune_list(live, bundle, scope, prune_protected)
+
+
+def prunable_kinds(dummy=None):
+    return [{"api_version": a, "kind": k, "namespaced": n} for a, k, n in _apply.KINDS]
 
 
 class FilterModule:
     def filters(self):
-        return {"model_plan": model_plan, "vllm_args": vllm_args, "k8s_name": _catalog.k8s_name, "gpu_nodes": gpu_nodes, "stale_objects": stale_objects}
+        return {"plan": plan, "vllm_args": vllm_args, "k8s_name": _catalog.k8s_name, "gpu_nodes": gpu_nodes,
+                "measured_weights": measured_weights, "enabled_models": _plan.enabled_entries,
+                "bundle_objects": bundle_objects, "apply_steps": apply_steps, "prune_list": prune_list,
+                "run_scope": _apply.run_scope, "prunable_kinds": prunable_kinds}

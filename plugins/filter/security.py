@@ -49,11 +49,6 @@ def htpasswd(users, existing=""):
     return "\n".join(lines) + "\n" if lines else ""
 
 
-def enabled_models(models):
-    """The enabled catalog entries, in catalog order (an entry without enabled is enabled)."""
-    return [m for m in models or [] if isinstance(m, dict) and m.get("name") and m.get("enabled", True) is not False]
-
-
 def allocatable(nodes, resource):
     """{node name: allocatable count of resource} of Node objects (0 where the node advertises none)."""
     out = {}
@@ -69,4 +64,4 @@ def allocatable(nodes, resource):
 class FilterModule:
     def filters(self):
         return {"htpasswd": htpasswd, "bad_ip_ranges": _netsec.bad_ip_ranges, "is_dns_name": _netsec.is_dns_name,
-                "enabled_models": enabled_models, "allocatable": allocatable}
+                "allocatable": allocatable}

@@ -18,6 +18,11 @@ HEADER = "# Rendered by llmserve.k3s; edit the inventory and re-render instead o
 COMPONENT_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?(/[a-z0-9]([-a-z0-9.]*[a-z0-9])?)*$")
 # Apply order for kustomization.yaml: what others depend on comes first.
 COMPONENT_ORDER = ("namespace", "storage", "gpu", "models", "ingress", "monitoring")
+# Labels the writer puts on every object, so that a full run can find what the bundle no longer has (see _apply).
+COMPONENT_LABEL = "llmserve.io/component"
+MODEL_LABEL = "llmserve.io/model"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY = "llmserve.k3s"
 
 
 # The arguments of the manifest_bundle module and its controller-side action plugin (one place for both).
@@ -106,14 +111,38 @@ def file_name(obj):
     return "%s-%s.yaml" % (kind.lower(), name)
 
 
-def render_files(objects):
-    """{file name: text}; two objects with the same kind and name are an error."""
+def labels_for(component):
+    """The labels of every object of a component (label values cannot hold '/': models/<name> is two labels)."""
+    top, dummy, model = (component or "").partition("/")
+    out = {MANAGED_BY_LABEL: MANAGED_BY, COMPONENT_LABEL: top}
+    if top == "models" and model:
+        out[MODEL_LABEL] = model
+    return out
+
+
+def labelled(obj, component):
+    """A copy of obj whose metadata.labels carry the component's labels (a label the template set is checked)."""
+    if not isinstance(obj, dict):
+        return obj
+    meta = dict(obj.get("metadata") or {})
+    labels = dict(meta.get("labels") or {})
+    for key, value in labels_for(component).items():
+        if labels.get(key, value) != value:
+            raise BundleError("%s %s has label %s=%s, but its component %s needs %s"
+                              % (obj.get("kind"), meta.get("name"), key, labels[key], component, value))
+        labels[key] = value
+    meta["labels"] = labels
+    return dict(obj, metadata=meta)
+
+
+def render_files(objects, component=None):
+    """{file name: text}; two objects with the same kind and name are an error. With a component, objects are labelled."""
     files = {}
     for obj in objects:
         name = file_name(obj)
         if name in files:
             raise BundleError("two objects would both be written to %s" % name)
-        files[name] = HEADER + dump(obj)
+        files[name] = HEADER + dump(labelled(obj, component) if component else obj)
     return files
 
 
@@ -158,7 +187,7 @@ def write_component(root, component, objects, state="present", check_mode=False)
     if not COMPONENT_RE.match(component or ""):
         raise BundleError("component %r is not a relative path of DNS-1123 names" % (component,))
     compdir = os.path.join(root, component)
-    wanted = render_files(objects) if state == "present" else {}
+    wanted = render_files(objects, component) if state == "present" else {}
     existing = sorted(f for f in os.listdir(compdir) if f.endswith(".yaml")) if os.path.isdir(compdir) else []
     written, removed = [], []
     for fname, text in sorted(wanted.items()):

@@ -28,32 +28,35 @@ _QUANT_BYTES = {"awq": 0.5625, "awq_marlin": 0.5625, "gptq": 0.5625, "gptq_marli
 _DTYPE_BYTES = {"auto": 2, "bfloat16": 2, "float16": 2, "float32": 4}
 GIB = 1024 ** 3
 
+# The catalog's fields: (default, meaning). The one description of them: docs/catalog.md's table is generated from
+# this (`make docs`) and a test keeps the two equal; {dtypes}, {quantizations} and {kv_cache_dtypes} are the allowed values.
 FIELDS = {
-    "name": "DNS-1123 name: served model name, Ansible tag, /models/<name>/v1 on the ingress",
-    "enabled": "false keeps the entry in the catalog but deploys nothing (and removes what was deployed)",
-    "model": "Hugging Face model id (or a path under the model cache)",
-    "revision": "model revision (branch, tag or commit) to pin",
-    "architecture": "preset name with the model's architecture facts (see plugins/module_utils/_presets.py)",
-    "params_b": "total parameters in billions (instead of architecture)",
-    "size_class": "small | medium | large, instead of the class derived from params_b",
-    "gated": "the model needs a Hugging Face token to download",
-    "dtype": "auto | bfloat16 | float16 | float32",
-    "quantization": "vLLM --quantization value, e.g. awq",
-    "kv_cache_dtype": "auto | fp8",
-    "max_model_len": "context length vLLM allocates for",
-    "max_num_seqs": "concurrent sequences",
-    "max_num_batched_tokens": "tokens per scheduler step",
-    "gpu_memory_utilization": "share of each GPU vLLM may use, 0 < x <= 1",
-    "enable_prefix_caching": "automatic prefix caching",
-    "tensor_parallel_size": "GPUs per replica (tensor parallelism, on one node)",
-    "replicas": "replicas (0 stops the model and frees its GPUs)",
-    "autoscaling": "{enabled, min_replicas, max_replicas, target_waiting}",
-    "session_affinity": "ClientIP affinity on the Service (keeps a client on one replica's prefix cache)",
-    "extra_args": "more vLLM arguments, a list of strings",
-    "extra_env": "more environment variables, a mapping",
-    "resources": "{requests: {cpu, memory}, limits: {memory}} overriding the size class",
-    "node_selector": "node labels the replicas must run on (e.g. llmserve.io/gpu-product: NVIDIA-L40)",
-    "storage_size": "PVC size for this model (local-path storage mode)",
+    "name": ("required", "DNS-1123 (lower case, digits, `-`, `.`), at most 50 characters; unique, also after `.` -> `-`. "
+             "The served model name, the Ansible tag and `/models/<name>/v1` on the ingress"),
+    "model": ("required", "Hugging Face model id (or a path under the model cache)"),
+    "enabled": ("`true`", "`false` keeps the entry but deploys nothing, and removes what was deployed"),
+    "revision": ("unset", "branch, tag or commit to pin (`--revision`)"),
+    "architecture": ("—", "a preset of `plugins/module_utils/_presets.py` (parameters, layers, heads...): sizes the model in full"),
+    "params_b": ("from the preset", "parameters in billions, for a model without a preset"),
+    "size_class": ("from `params_b`", "`small`, `medium` or `large`, to override the derived class"),
+    "gated": ("`false`", "mounts the `hf-token` Secret (`HF_TOKEN_PATH`), unless the models are pre-downloaded"),
+    "dtype": ("`bfloat16`", "{dtypes}"),
+    "quantization": ("unset", "{quantizations}"),
+    "kv_cache_dtype": ("`auto`", "{kv_cache_dtypes}"),
+    "max_model_len": ("sizing's recommendation (preset), else vLLM's", "context length vLLM allocates for"),
+    "max_num_seqs": ("sizing's recommendation (preset), else vLLM's", "concurrent sequences"),
+    "max_num_batched_tokens": ("vLLM's", "tokens per scheduler step"),
+    "gpu_memory_utilization": ("`0.9`", "share of each GPU vLLM may use, in (0, 1]"),
+    "enable_prefix_caching": ("`true`", "automatic prefix caching"),
+    "tensor_parallel_size": ("size class (`gpus`)", "GPUs per replica, all on one node; the pod's `nvidia.com/gpu`"),
+    "replicas": ("size class", "replicas; `0` stops the model and frees its GPUs"),
+    "autoscaling": ("`{enabled: false}`", "`{enabled, min_replicas, max_replicas, target_waiting}`: an HPA on `vllm_num_requests_waiting`"),
+    "session_affinity": ("`false`", "`sessionAffinity: ClientIP` (3600 s) on the Service: a client stays on one replica's prefix cache"),
+    "extra_args": ("`[]`", "more vLLM arguments; flags the catalog has a field for are refused (set the field)"),
+    "extra_env": ("`{}`", "more environment variables"),
+    "resources": ("size class / sizing", "`{requests: {cpu, memory}, limits: {memory}}`"),
+    "node_selector": ("`{}`", "node labels the replicas must run on, added to `llmserve.io/gpu: \"true\"`"),
+    "storage_size": ("`100Gi`", "the model's PVC in storage mode `local-path`"),
 }
 AUTOSCALING_FIELDS = ("enabled", "min_replicas", "max_replicas", "target_waiting")
 RESOURCE_FIELDS = {"requests": ("cpu", "memory"), "limits": ("memory",)}
@@ -66,6 +69,17 @@ MANAGED_FLAGS = {"--served-model-name": "name", "--host": None, "--port": None, 
                  "--gpu-memory-utilization": "gpu_memory_utilization", "--tensor-parallel-size": "tensor_parallel_size",
                  "-tp": "tensor_parallel_size", "--enable-prefix-caching": "enable_prefix_caching",
                  "--no-enable-prefix-caching": "enable_prefix_caching", "--model": "model"}
+
+
+def fields_markdown():
+    """The Markdown table of the catalog's fields (docs/catalog.md holds it between its fields markers)."""
+    values = {"{dtypes}": DTYPES, "{quantizations}": QUANTIZATIONS, "{kv_cache_dtypes}": KV_CACHE_DTYPES}
+    rows = ["| field | default | meaning |", "| --- | --- | --- |"]
+    for name, (default, meaning) in FIELDS.items():
+        for marker, allowed in values.items():
+            meaning = meaning.replace(marker, ", ".join("`%s`" % v for v in allowed))
+        rows.append("| `%s` | %s | %s |" % (name, default, meaning))
+    return "\n".join(rows) + "\n"
 
 
 def k8s_name(name):
@@ -335,6 +349,18 @@ def _memory_gi(text):
     return float(match.group(1)) if match else None
 
 
+# Quantizations applied while vLLM loads a 16-bit checkpoint: the checkpoint's size on disk is not their weights.
+_ONLINE_QUANT = ("fp8", "bitsandbytes", "experts_int8")
+
+
+def _apply_measured(plan, measured):
+    """Weights measured on the host (model_storage's llmserve_model_sizes) replace the estimate from params_b."""
+    gib = (measured or {}).get(plan["name"])
+    if gib and plan.get("quantization") not in _ONLINE_QUANT:
+        plan["weights_gib"] = gib
+        plan["weights_measured"] = True
+
+
 def _size(plans, models, nodes, predownload, errors):
     """Size every enabled model with an architecture preset on the GPU of its nodes (gpu_sizing's model).
 
@@ -349,14 +375,17 @@ def _size(plans, models, nodes, predownload, errors):
         if node is None:
             continue
         entry = models[plan["index"]]
+        preset = {"model_preset": plan["architecture"]}
+        if plan.get("weights_measured"):
+            preset = {"model": dict(PRESETS[plan["architecture"]], weights_gib=plan["weights_gib"])}
         try:
             result = _sizing.size(
-                model_preset=plan["architecture"], dtype="bfloat16" if plan["dtype"] == "auto" else plan["dtype"],
+                dtype="bfloat16" if plan["dtype"] == "auto" else plan["dtype"],
                 quantization=plan["quantization"], kv_cache_dtype=plan["kv_cache_dtype"],
                 gpu_memory_gib=node.get("gpu_memory_gib"), gpu_name=node.get("gpu_name") or None,
                 tensor_parallel_size=plan["tensor_parallel_size"], gpu_memory_utilization=plan["gpu_memory_utilization"],
                 max_model_len=plan["max_model_len"], max_num_seqs=plan["max_num_seqs"],
-                max_num_batched_tokens=plan["max_num_batched_tokens"], download=not predownload)
+                max_num_batched_tokens=plan["max_num_batched_tokens"], download=not predownload, **preset)
         except _sizing.SizingError as exc:
             errors.field(plan["index"], plan["name"], "architecture", "cannot be sized on %s (%s)" % (node["name"], exc),
                          "correct the entry or the node's GPU facts (llmserve_gpu_name / llmserve_gpu_memory_gib)")
@@ -409,11 +438,16 @@ def _share_sliced_gpus(plans, nodes, errors):
         plan["gpu_memory_utilization"] = round(plan["gpu_memory_utilization"] / slices, 4)
 
 
-def plan_catalog(models, nodes, defaults, classes, predownload=False):
-    """Validate and resolve the catalog. Returns a dict with models (all, enabled or not), errors and GPU totals."""
+def plan_catalog(models, nodes, defaults, classes, predownload=False, measured=None):
+    """Validate and resolve the catalog. Returns a dict with models (all, enabled or not), errors and GPU totals.
+
+    measured: {model name: weights GiB} measured on the hosts; they replace the estimate from params_b.
+    """
     errors = _Errors()
     if not isinstance(models, list):
-        return {"models": [], "errors": ["llmserve_models: %r is not a list. Fix: write the catalog as a list of mappings" % (type(models).__name__,)]}
+        kind = "a mapping" if isinstance(models, dict) else "a string" if isinstance(models, str) else type(models).__name__
+        return {"models": [], "errors": ["llmserve_models is %s, not a list. Fix: write the catalog as a list of mappings, "
+                                         "one per model (- name: ...)" % kind]}
     plans, seen = [], {}
     for index, entry in enumerate(models):
         valid = _validate_entry(index, entry, errors)
@@ -430,6 +464,7 @@ def plan_catalog(models, nodes, defaults, classes, predownload=False):
         spec = _resolve(entry, defaults, classes, predownload)
         _check_fields(index, name, spec, classes, errors)
         spec["index"] = index
+        _apply_measured(spec, measured)
         plans.append(spec)
     if not errors:
         _check_fit(plans, nodes, errors)

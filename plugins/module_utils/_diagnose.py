@@ -171,7 +171,7 @@ def diagnose(plan_models, nodes, pods, pvcs, events=(), secrets=(), logs=None, h
                          "evidence": list(evidence)})
 
     gpus = gpu_table(nodes, pods, resource)
-    enabled = [m for m in plan_models or [] if m.get("enabled", True)]
+    enabled = list(plan_models or [])
     wanted_gpus = sum(int(m.get("tensor_parallel_size", 1)) * int(m.get("base_replicas", m.get("replicas", 1)))
                       for m in enabled)
     allocatable = sum(row["allocatable"] for row in gpus)

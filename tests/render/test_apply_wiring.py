@@ -35,7 +35,7 @@ def test_apply_reaches_for_the_cluster_after_rendering_everything(tmp_path, work
                           env={"LLMSERVE_API_KEYS": "sk-wiring-0123456789abcdef", "GRAFANA_ADMIN_PASSWORD": "wiring-password-0123"})
     assert result.returncode != 0
     output = " ".join(result.stdout.split())
-    assert "TASK [llmserve.k3s.manifests : Server-side apply the component namespace]" in output
+    assert "TASK [llmserve.k3s.manifests : Server-side apply the definitions and namespaces]" in output
     assert "Connection refused" in output
     assert "Unsupported parameters" not in output
     assert load_bundle(tmp_path / "out") == workstation[1]

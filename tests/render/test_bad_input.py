@@ -57,14 +57,12 @@ CASES = {
                                   ["(m0).autoscaling.max_replica: unknown field", "did you mean max_replicas?"]),
     "managed-vllm-flag": (_models({"extra_args": ["--max-model-len=4096"]}), None,
                           ["(m0).extra_args: --max-model-len is set by the role", "catalog field max_model_len"]),
-    # The roles' argument specs catch this one first, naming their variable for llmserve_models (the ingress role's
-    # preflight runs first).
     "catalog-not-a-list": ({"llmserve_models": {"name": "m"}}, None,
-                           ["Validation of arguments failed: argument 'ingress_models' is of type dict"]),
+                           ["llmserve_models is a mapping, not a list. Fix: write the catalog as a list of mappings"]),
     "unknown-storage-mode": ({"llmserve_storage_mode": "nfs"}, None,
-                             ['llmserve_storage_mode (model_storage_mode) is "nfs": unknown storage mode', "local-path"]),
+                             ['llmserve_storage_mode (plan_storage_mode) is "nfs": unknown storage mode', "local-path"]),
     "unknown-storage-mode-model-tag": ({"llmserve_storage_mode": "nfs"}, "llama-3.1-8b",
-                                       ['llmserve_storage_mode (vllm_models_storage_mode) is "nfs"']),
+                                       ['llmserve_storage_mode (plan_storage_mode) is "nfs"']),
     "disabled-model-by-tag": ({}, "llama-3.1-8b-multi",
                               ["--tags names llama-3.1-8b-multi, which llmserve_models has with enabled: false",
                                "set enabled: true"]),

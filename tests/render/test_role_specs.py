@@ -37,3 +37,34 @@ def test_role_variables_carry_the_role_name(role):
     if not (folder / "defaults" / "main.yml").is_file():
         pytest.skip("%s has no defaults" % role)
     assert [k for k in _load(folder / "defaults" / "main.yml") if not k.startswith(role + "_")] == []
+
+
+def _role_calls():
+    """(file, role, tasks_from) of every import_role / include_role with tasks_from in the playbooks and roles."""
+    calls = []
+    for path in sorted(list((ROOT / "playbooks").glob("*.yml")) + list((ROOT / "roles").glob("*/tasks/*.yml"))
+                       + list((ROOT / "molecule").glob("*/*.yml"))):
+        stack = [_load(path)]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, list):
+                stack.extend(node)
+            elif isinstance(node, dict):
+                for key in ("ansible.builtin.import_role", "ansible.builtin.include_role", "import_role", "include_role"):
+                    call = node.get(key)
+                    if isinstance(call, dict) and call.get("tasks_from"):
+                        calls.append((str(path.relative_to(ROOT)), call["name"].split(".")[-1], call["tasks_from"]))
+                stack.extend(node.values())
+    return calls
+
+
+def test_role_calls_found():
+    assert ("playbooks/cluster.yml", "ingress", "preflight") in _role_calls()
+
+
+@pytest.mark.parametrize("where, role, entry", sorted(set(_role_calls())))
+def test_every_entry_point_used_has_an_argument_spec(where, role, entry):
+    """ansible-core validates only the argument spec of the entry point called: each tasks_from needs its own."""
+    specs = _load(ROOT / "roles" / role / "meta" / "argument_specs.yml")["argument_specs"]
+    assert entry in specs, "%s calls %s with tasks_from %s, which meta/argument_specs.yml has no entry point for" % (where, role, entry)
+    assert set(specs[entry].get("options") or {}) == set(specs["main"].get("options") or {}), (role, entry)

@@ -89,79 +89,96 @@ def _resources(root):
 
 
 def test_kustomization_lists_components_in_apply_order(tmp_path):
-    for component, objects in (("monitoring", [SERVICE]), ("models/b-model", [DEPLOYMENT]), ("ingress", [NAMESPACE]),
+    for component, objects in (("monitoring", [SERVICE]), ("models/llama-3.1-8b", [DEPLOYMENT]), ("ingress", [NAMESPACE]),
                                ("models/a-model", [SERVICE]), ("storage", [PVC]), ("namespace", [NAMESPACE]), ("extra", [PVC])):
         _bundle.write_component(str(tmp_path), component, objects)
     assert _resources(tmp_path) == [
         "namespace/namespace-llm-serving.yaml", "storage/persistentvolumeclaim-llm-models.yaml",
-        "models/a-model/service-vllm-llama-3-1-8b.yaml", "models/b-model/deployment-vllm-llama-3-1-8b.yaml",
+        "models/a-model/service-vllm-llama-3-1-8b.yaml", "models/llama-3.1-8b/deployment-vllm-llama-3-1-8b.yaml",
         "ingress/namespace-llm-serving.yaml", "monitoring/service-vllm-llama-3-1-8b.yaml",
         "extra/persistentvolumeclaim-llm-models.yaml"]
 
 
 def test_write_then_nothing_to_do(tmp_path):
-    changed, written, removed = _bundle.write_component(str(tmp_path), "models/m", [DEPLOYMENT, SERVICE])
-    assert (changed, written, removed) == (True, ["models/m/deployment-vllm-llama-3-1-8b.yaml", "models/m/service-vllm-llama-3-1-8b.yaml"], [])
+    changed, written, removed = _bundle.write_component(str(tmp_path), "models/llama-3.1-8b", [DEPLOYMENT, SERVICE])
+    assert (changed, written, removed) == (True, ["models/llama-3.1-8b/deployment-vllm-llama-3-1-8b.yaml", "models/llama-3.1-8b/service-vllm-llama-3-1-8b.yaml"], [])
     files = sorted(tmp_path.rglob("*.yaml"))
     stamps = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in files}
-    assert _bundle.write_component(str(tmp_path), "models/m", [DEPLOYMENT, SERVICE]) == (False, [], [])
+    assert _bundle.write_component(str(tmp_path), "models/llama-3.1-8b", [DEPLOYMENT, SERVICE]) == (False, [], [])
     assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in files} == stamps
-    assert yaml.safe_load((tmp_path / "models/m/deployment-vllm-llama-3-1-8b.yaml").read_text(encoding="utf-8")) == DEPLOYMENT
-    assert (tmp_path / "models/m/service-vllm-llama-3-1-8b.yaml").read_text(encoding="utf-8").startswith(_bundle.HEADER)
+    assert yaml.safe_load((tmp_path / "models/llama-3.1-8b/deployment-vllm-llama-3-1-8b.yaml").read_text(encoding="utf-8")) == \
+        _bundle.labelled(DEPLOYMENT, "models/llama-3.1-8b")
+    assert (tmp_path / "models/llama-3.1-8b/service-vllm-llama-3-1-8b.yaml").read_text(encoding="utf-8").startswith(_bundle.HEADER)
     assert oct(os.stat(files[0]).st_mode & 0o777) == "0o644"
 
 
 def test_changed_object_rewrites_only_its_file(tmp_path):
-    _bundle.write_component(str(tmp_path), "models/m", [DEPLOYMENT, SERVICE])
-    service = tmp_path / "models/m/service-vllm-llama-3-1-8b.yaml"
+    _bundle.write_component(str(tmp_path), "models/llama-3.1-8b", [DEPLOYMENT, SERVICE])
+    service = tmp_path / "models/llama-3.1-8b/service-vllm-llama-3-1-8b.yaml"
     before = service.stat().st_mtime_ns, service.stat().st_ino
     bigger = yaml.safe_load(yaml.safe_dump(DEPLOYMENT))
     bigger["spec"]["replicas"] = 2
-    assert _bundle.write_component(str(tmp_path), "models/m", [bigger, SERVICE]) == (True, ["models/m/deployment-vllm-llama-3-1-8b.yaml"], [])
+    assert _bundle.write_component(str(tmp_path), "models/llama-3.1-8b", [bigger, SERVICE]) == (True, ["models/llama-3.1-8b/deployment-vllm-llama-3-1-8b.yaml"], [])
     assert (service.stat().st_mtime_ns, service.stat().st_ino) == before
 
 
 def test_prune_removes_objects_no_longer_rendered(tmp_path):
-    _bundle.write_component(str(tmp_path), "models/m", [DEPLOYMENT, SERVICE])
-    assert _bundle.write_component(str(tmp_path), "models/m", [DEPLOYMENT]) == (True, [], ["models/m/service-vllm-llama-3-1-8b.yaml"])
-    assert sorted(p.name for p in (tmp_path / "models/m").iterdir()) == ["deployment-vllm-llama-3-1-8b.yaml"]
-    assert _resources(tmp_path) == ["models/m/deployment-vllm-llama-3-1-8b.yaml"]
+    _bundle.write_component(str(tmp_path), "models/llama-3.1-8b", [DEPLOYMENT, SERVICE])
+    assert _bundle.write_component(str(tmp_path), "models/llama-3.1-8b", [DEPLOYMENT]) == (True, [], ["models/llama-3.1-8b/service-vllm-llama-3-1-8b.yaml"])
+    assert sorted(p.name for p in (tmp_path / "models/llama-3.1-8b").iterdir()) == ["deployment-vllm-llama-3-1-8b.yaml"]
+    assert _resources(tmp_path) == ["models/llama-3.1-8b/deployment-vllm-llama-3-1-8b.yaml"]
 
 
 def test_absent_removes_the_component_and_its_entries(tmp_path):
     _bundle.write_component(str(tmp_path), "namespace", [NAMESPACE])
-    _bundle.write_component(str(tmp_path), "models/m", [DEPLOYMENT, SERVICE])
-    changed, written, removed = _bundle.write_component(str(tmp_path), "models/m", [], state="absent")
-    assert (changed, written, sorted(removed)) == (True, [], ["models/m/deployment-vllm-llama-3-1-8b.yaml", "models/m/service-vllm-llama-3-1-8b.yaml"])
-    assert not (tmp_path / "models/m").exists()
+    _bundle.write_component(str(tmp_path), "models/llama-3.1-8b", [DEPLOYMENT, SERVICE])
+    changed, written, removed = _bundle.write_component(str(tmp_path), "models/llama-3.1-8b", [], state="absent")
+    assert (changed, written, sorted(removed)) == (True, [], ["models/llama-3.1-8b/deployment-vllm-llama-3-1-8b.yaml", "models/llama-3.1-8b/service-vllm-llama-3-1-8b.yaml"])
+    assert not (tmp_path / "models/llama-3.1-8b").exists()
     assert _resources(tmp_path) == ["namespace/namespace-llm-serving.yaml"]
-    assert _bundle.write_component(str(tmp_path), "models/m", [], state="absent") == (False, [], [])
+    assert _bundle.write_component(str(tmp_path), "models/llama-3.1-8b", [], state="absent") == (False, [], [])
 
 
 def test_check_mode_reports_without_writing(tmp_path):
-    assert _bundle.write_component(str(tmp_path), "models/m", [DEPLOYMENT], check_mode=True) == (
-        True, ["models/m/deployment-vllm-llama-3-1-8b.yaml"], [])
+    assert _bundle.write_component(str(tmp_path), "models/llama-3.1-8b", [DEPLOYMENT], check_mode=True) == (
+        True, ["models/llama-3.1-8b/deployment-vllm-llama-3-1-8b.yaml"], [])
     assert list(tmp_path.iterdir()) == []
-    _bundle.write_component(str(tmp_path), "models/m", [DEPLOYMENT, SERVICE])
+    _bundle.write_component(str(tmp_path), "models/llama-3.1-8b", [DEPLOYMENT, SERVICE])
     snapshot = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
-    assert _bundle.write_component(str(tmp_path), "models/m", [DEPLOYMENT, SERVICE], check_mode=True) == (False, [], [])
-    assert _bundle.write_component(str(tmp_path), "models/m", [SERVICE], check_mode=True) == (
-        True, [], ["models/m/deployment-vllm-llama-3-1-8b.yaml"])
-    assert _bundle.write_component(str(tmp_path), "models/m", [], state="absent", check_mode=True)[0] is True
+    assert _bundle.write_component(str(tmp_path), "models/llama-3.1-8b", [DEPLOYMENT, SERVICE], check_mode=True) == (False, [], [])
+    assert _bundle.write_component(str(tmp_path), "models/llama-3.1-8b", [SERVICE], check_mode=True) == (
+        True, [], ["models/llama-3.1-8b/deployment-vllm-llama-3-1-8b.yaml"])
+    assert _bundle.write_component(str(tmp_path), "models/llama-3.1-8b", [], state="absent", check_mode=True)[0] is True
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == snapshot
 
 
 def test_no_temporary_files_left(tmp_path):
-    _bundle.write_component(str(tmp_path), "models/m", [DEPLOYMENT, SERVICE])
-    _bundle.write_component(str(tmp_path), "models/m", [SERVICE])
+    _bundle.write_component(str(tmp_path), "models/llama-3.1-8b", [DEPLOYMENT, SERVICE])
+    _bundle.write_component(str(tmp_path), "models/llama-3.1-8b", [SERVICE])
     assert [p.name for p in tmp_path.rglob(".tmp-*")] == []
 
 
 def test_run_creates_dest_and_lists_files(tmp_path):
-    params = {"dest": str(tmp_path / "new" / "bundle"), "component": "models/m", "objects": [SERVICE, DEPLOYMENT], "state": "present"}
+    params = {"dest": str(tmp_path / "new" / "bundle"), "component": "models/llama-3.1-8b", "objects": [SERVICE, DEPLOYMENT], "state": "present"}
     result = _bundle.run(params)
     assert result["changed"] is True
-    assert result["files"] == ["models/m/deployment-vllm-llama-3-1-8b.yaml", "models/m/service-vllm-llama-3-1-8b.yaml"]
+    assert result["files"] == ["models/llama-3.1-8b/deployment-vllm-llama-3-1-8b.yaml", "models/llama-3.1-8b/service-vllm-llama-3-1-8b.yaml"]
     assert _bundle.run(params)["changed"] is False
     assert not os.path.exists(str(tmp_path / "other")) and _bundle.run(dict(params, dest=str(tmp_path / "other")), check_mode=True)["changed"]
     assert not os.path.exists(str(tmp_path / "other"))
+
+
+def test_every_object_carries_its_component_labels(tmp_path):
+    _bundle.write_component(str(tmp_path), "models/llama-3.1-8b", [DEPLOYMENT])
+    _bundle.write_component(str(tmp_path), "storage", [PVC])
+    model = yaml.safe_load((tmp_path / "models/llama-3.1-8b/deployment-vllm-llama-3-1-8b.yaml").read_text(encoding="utf-8"))
+    assert model["metadata"]["labels"] == {"app.kubernetes.io/name": "vllm", "llmserve.io/model": "llama-3.1-8b",
+                                           "app.kubernetes.io/managed-by": "llmserve.k3s", "llmserve.io/component": "models"}
+    claim = yaml.safe_load((tmp_path / "storage/persistentvolumeclaim-llm-models.yaml").read_text(encoding="utf-8"))
+    assert claim["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "llmserve.k3s", "llmserve.io/component": "storage"}
+    assert "labels" not in PVC["metadata"]  # the caller's object is left as it was
+
+
+def test_a_label_that_contradicts_the_component_is_an_error(tmp_path):
+    with pytest.raises(_bundle.BundleError, match="llmserve.io/model=llama-3.1-8b, but its component models/other needs other"):
+        _bundle.write_component(str(tmp_path), "models/other", [DEPLOYMENT])

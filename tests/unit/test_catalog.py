@@ -11,10 +11,10 @@ import yaml
 from ansible_collections.llmserve.k3s.plugins.module_utils import _catalog
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-with open(ROOT / "roles" / "vllm_models" / "defaults" / "main.yml", encoding="utf-8") as _handle:
+with open(ROOT / "roles" / "plan" / "defaults" / "main.yml", encoding="utf-8") as _handle:
     _ROLE = yaml.safe_load(_handle)
-DEFAULTS = _ROLE["vllm_models_defaults"]
-CLASSES = _ROLE["vllm_models_size_classes"]
+DEFAULTS = _ROLE["plan_model_defaults"]
+CLASSES = _ROLE["plan_size_classes"]
 with open(ROOT / "inventories" / "workstation" / "group_vars" / "all" / "models.yml", encoding="utf-8") as _handle:
     WORKSTATION_CATALOG = yaml.safe_load(_handle)["llmserve_models"]
 GIB = 1024 ** 3
@@ -253,7 +253,8 @@ def test_error_messages(catalog, message):
 
 
 def test_catalog_not_a_list():
-    assert plan({"name": "m"})["errors"] == ["llmserve_models: 'dict' is not a list. Fix: write the catalog as a list of mappings"]
+    assert plan({"name": "m"})["errors"] == ["llmserve_models is a mapping, not a list. Fix: write the catalog as a list of mappings, "
+                                             "one per model (- name: ...)"]
 
 
 def test_every_problem_of_an_entry_is_reported_at_once():

@@ -12,8 +12,8 @@ import yaml
 from ansible_collections.llmserve.k3s.plugins.module_utils import _catalog
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-ROLE = yaml.safe_load((ROOT / "roles" / "vllm_models" / "defaults" / "main.yml").read_text())
-DEFAULTS, CLASSES = ROLE["vllm_models_defaults"], ROLE["vllm_models_size_classes"]
+ROLE = yaml.safe_load((ROOT / "roles" / "plan" / "defaults" / "main.yml").read_text())
+DEFAULTS, CLASSES = ROLE["plan_model_defaults"], ROLE["plan_size_classes"]
 L40_NODE = dict(name="workstation", gpu_count=4, gpu_name="NVIDIA L40", gpu_memory_gib=44.99, labels={"llmserve.io/gpu": "true"})
 RTX3090_NODE = dict(name="desk", gpu_count=1, gpu_name="NVIDIA GeForce RTX 3090", gpu_memory_gib=24.0, labels={})
 

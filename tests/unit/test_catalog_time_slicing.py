@@ -10,8 +10,8 @@ from ansible_collections.llmserve.k3s.plugins.filter.llmserve import gpu_nodes
 from ansible_collections.llmserve.k3s.plugins.module_utils import _catalog
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-ROLE = yaml.safe_load((ROOT / "roles" / "vllm_models" / "defaults" / "main.yml").read_text())
-DEFAULTS, CLASSES = ROLE["vllm_models_defaults"], ROLE["vllm_models_size_classes"]
+ROLE = yaml.safe_load((ROOT / "roles" / "plan" / "defaults" / "main.yml").read_text())
+DEFAULTS, CLASSES = ROLE["plan_model_defaults"], ROLE["plan_size_classes"]
 LLAMA = {"name": "llama-small", "model": "meta-llama/Llama-3.1-8B-Instruct", "architecture": "llama-3.1-8b",
          "max_model_len": 4096, "max_num_seqs": 16}
 

@@ -184,11 +184,6 @@ def test_model_without_pods():
     assert problem == "no pod of llama-3.1-8b exists" and "--tags llama-3.1-8b" in fix
 
 
-def test_disabled_models_are_left_out():
-    result = run(plan_models=[plan(), plan("off", enabled=False)])
-    assert [m["name"] for m in result["models"]] == ["llama-3.1-8b"] and result["findings"] == []
-
-
 def test_status_report_lines():
     crashing = pod(**CRASH)
     diagnosis = run(pods=[crashing], logs={crashing["metadata"]["name"]: log("kv_cache_too_small")})
@@ -204,8 +199,8 @@ def test_status_report_lines():
     ([{"name": "llama-3.1-8b"}], {"cluster_ips": {"llama-3.1-8b": "10.43.7.9"}, "ingress_host": "llm.example"},
      [("llama-3.1-8b", "service", "http://10.43.7.9:8000"),
       ("llama-3.1-8b", "ingress", "https://llm.example/models/llama-3.1-8b")]),
-    ([{"name": "a", "enabled": False}, {"name": "b"}], {"urls": {"b": {"service": "http://127.0.0.1:9"}}},
-     [("b", "service", "http://127.0.0.1:9")]),
+    ([{"name": "a"}, {"name": "b"}], {"urls": {"b": {"service": "http://127.0.0.1:9"}}},
+     [("a", "service", "http://vllm-a.llm-serving.svc:8000"), ("b", "service", "http://127.0.0.1:9")]),
     ([{"name": "b"}], {"endpoints": ["ingress"], "urls": {"b": {"ingress": "https://x/models/b"}}},
      [("b", "ingress", "https://x/models/b")]),
 ])

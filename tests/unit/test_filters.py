@@ -29,14 +29,12 @@ def test_gpu_nodes():
     assert (nodes["cpu-only"]["gpu_count"], nodes["cpu-only"]["labels"]) == (0, {})
 
 
-def test_stale_objects():
-    def obj(kind, model):
-        labels = {"llmserve.io/model": model} if model else {}
-        return {"kind": kind, "metadata": {"name": "vllm-%s" % model, "labels": labels}}
-
-    deployed = [obj("Deployment", "a"), obj("Service", "b"), obj("LLMConfig", "gone"), obj("ConfigMap", None)]
-    assert [o["metadata"]["name"] for o in llmserve.stale_objects(deployed, ["a", "b"])] == ["vllm-gone"]
-    assert len(llmserve.stale_objects(deployed, [])) == 3
+def test_prune_list_takes_looped_k8s_info_results():
+    listed = [{"resources": [{"apiVersion": "v1", "kind": "Service", "metadata": {
+        "name": "gone", "namespace": "ns", "labels": {"app.kubernetes.io/managed-by": "llmserve.k3s", "llmserve.io/component": "ingress"}}}]},
+        {"resources": []}]
+    assert [o["name"] for o in llmserve.prune_list(listed, {}, ["ingress"])] == ["gone"]
+    assert llmserve.prune_list(listed, {}, ["models"]) == []
 
 
 def test_vllm_args_needs_a_planned_model():
@@ -45,4 +43,5 @@ def test_vllm_args_needs_a_planned_model():
 
 
 def test_filters_are_registered():
-    assert set(llmserve.FilterModule().filters()) == {"model_plan", "vllm_args", "k8s_name", "gpu_nodes", "stale_objects"}
+    assert set(llmserve.FilterModule().filters()) == {"plan", "vllm_args", "k8s_name", "gpu_nodes", "measured_weights", "enabled_models",
+                                                      "bundle_objects", "apply_steps", "prune_list", "run_scope", "prunable_kinds"}

@@ -10,6 +10,7 @@ import sys
 
 import yaml
 
+from ansible_collections.llmserve.k3s.plugins.module_utils import _bundle
 from playbook import ROOT, run_playbook
 
 SERVICE = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "vllm-m", "namespace": "llm-serving"},
@@ -76,7 +77,7 @@ def test_through_ansible_playbook(tmp_path):
     assert out["bad"]["failed"] is True and "component '../escape' is not a relative path" in out["bad"]["msg"]
     assert out["unknown"]["failed"] is True and "object" in out["unknown"]["msg"]
     # check mode left the file as the second run wrote it; the prune removed the LLMConfig from the kustomization.
-    assert yaml.safe_load((dest / "models/m/service-vllm-m.yaml").read_text(encoding="utf-8")) == SERVICE
+    assert yaml.safe_load((dest / "models/m/service-vllm-m.yaml").read_text(encoding="utf-8")) == _bundle.labelled(SERVICE, "models/m")
     assert yaml.safe_load((dest / "kustomization.yaml").read_text(encoding="utf-8"))["resources"] == ["models/m/service-vllm-m.yaml"]
     assert not (tmp_path / "escape").exists()
 

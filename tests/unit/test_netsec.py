@@ -50,13 +50,11 @@ def test_htpasswd_refuses_bad_users(users):
         security.htpasswd(users)
 
 
-def test_allocatable_and_enabled_models():
+def test_allocatable():
     nodes = [{"metadata": {"name": "a"}, "status": {"allocatable": {"nvidia.com/gpu": "4", "cpu": "32"}}},
              {"metadata": {"name": "b"}, "status": {"allocatable": {"cpu": "8"}}},
              {"metadata": {"name": "c"}, "status": {}}]
     assert security.allocatable(nodes, "nvidia.com/gpu") == {"a": 4, "b": 0, "c": 0}
-    models = [{"name": "a"}, {"name": "b", "enabled": False}, {"name": "c", "enabled": True}, {"model": "no-name"}]
-    assert [m["name"] for m in security.enabled_models(models)] == ["a", "c"]
 
 
 # The evaluators the render tests rely on: each must be able to say no.

@@ -1,0 +1,116 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, llmserve.k3s contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The plan fact (llmserve_plan): the catalog plan plus every name the roles derive from it, made once a run.
+
+Pure logic, stdlib only. Every role, template and filter reads what it needs about the models from here; none
+decides again whether a model is enabled, what its claim or API-key Secret is called, or how many GPUs there are.
+"""
+
+from __future__ import annotations
+
+from ansible_collections.llmserve.k3s.plugins.module_utils import _catalog
+
+GIB = 1024 ** 3
+MANAGED_BY = {"app.kubernetes.io/managed-by": "llmserve.k3s"}
+
+# What build_plan takes besides the catalog and the nodes, with the values used when one is missing.
+SETTINGS = {
+    "namespace": "llm-serving",
+    "predownload": False,
+    "storage_mode": "hostpath",
+    "cache_claim": "llm-models",
+    "auth_mode": "api-key",
+    "api_key_secret": "vllm-api-keys",
+    "api_key_count": 1,
+    "hf_token_secret": "hf-token",
+    "ingress_host": "llm.university.local",
+    "default_model": "",
+}
+
+
+def is_enabled(entry):
+    """The one rule: a catalog entry is enabled unless it says enabled: false."""
+    return isinstance(entry, dict) and entry.get("enabled", True) is not False
+
+
+def enabled_entries(models):
+    """The enabled catalog entries with a name, in catalog order (for the host play, which runs before the plan)."""
+    return [m for m in models or [] if is_enabled(m) and m.get("name")] if isinstance(models, list) else []
+
+
+def measured_weights(nodes, hostvars_sizes):
+    """{model name: GiB} from the sizes model_storage measured on the hosts (llmserve_model_sizes, bytes per name).
+
+    hostvars_sizes: {host: {model name: bytes}}; a model measured on several hosts takes the largest figure.
+    """
+    out = {}
+    for host in nodes or []:
+        for name, size in ((hostvars_sizes or {}).get(host) or {}).items():
+            try:
+                gib = round(float(size) / GIB, 2)
+            except (TypeError, ValueError):
+                continue
+            if gib > 0:
+                out[name] = max(out.get(name, 0), gib)
+    return out
+
+
+def _api_keys(settings):
+    """(Secret name, env var names, vLLM args) of the API keys; no Secret outside api-key mode."""
+    if settings["auth_mode"] != "api-key":
+        return "", [], []
+    count = max(int(settings["api_key_count"] or 1), 1)
+    env = ["VLLM_API_KEY"] + ["VLLM_API_KEY_%d" % i for i in range(1, count)]
+    # Several keys: vLLM takes them as --api-key k1 k2 ...; Kubernetes expands $(VAR) from the Secret-backed env.
+    args = ["--api-key"] + ["$(%s)" % var for var in env] if count > 1 else []
+    return settings["api_key_secret"], env, args
+
+
+def _derive(model, settings):
+    """Names a role needs for one planned model."""
+    name = model["name"]
+    local_path = settings["storage_mode"] == "local-path"
+    secret, key_env, key_args = _api_keys(settings)
+    model.update(
+        selector={"app.kubernetes.io/name": "vllm", "llmserve.io/model": name},
+        claim_name=settings["cache_claim"] + ("-" + name.replace(".", "-") if local_path else ""),
+        # Pre-downloaded models start offline (HF_HUB_OFFLINE=1) and need no token.
+        offline=bool(settings["predownload"]),
+        needs_token=bool(model.get("gated")) and not settings["predownload"],
+        hf_token_secret=settings["hf_token_secret"],
+        api_key_secret=secret,
+        api_key_env=key_env,
+        api_key_args=key_args,
+        path="/models/%s/v1" % name,
+    )
+    return model
+
+
+def build_plan(models, nodes, defaults, classes, settings=None, measured=None):
+    """The plan fact. models: llmserve_models; nodes: gpu_nodes(); settings: see SETTINGS; measured: {name: GiB}."""
+    settings = dict(SETTINGS, **{k: v for k, v in (settings or {}).items() if v is not None})
+    base = _catalog.plan_catalog(models, nodes, defaults, classes, settings["predownload"], measured or {})
+    catalog = [_derive(m, settings) for m in base["models"]]
+    enabled = [m for m in catalog if m["enabled"]]
+    names = [m["name"] for m in enabled]
+    secret, key_env, dummy = _api_keys(settings)
+    return {
+        "errors": base["errors"],
+        "catalog": catalog,
+        "models": enabled,
+        "enabled": names,
+        "disabled": [m["name"] for m in catalog if not m["enabled"]],
+        "nodes": base.get("nodes", []),
+        "gpu_nodes": [n["name"] for n in base.get("nodes", []) if int(n.get("gpu_count") or 0) > 0],
+        "gpus_total": base.get("gpus_total", 0),
+        "gpus_used": base.get("gpus_used", 0),
+        "namespace": settings["namespace"],
+        "predownload": bool(settings["predownload"]),
+        "storage": {"mode": settings["storage_mode"], "claim": settings["cache_claim"], "claims": sorted({m["claim_name"] for m in enabled} or {settings["cache_claim"]})},
+        "auth": {"mode": settings["auth_mode"], "api_key_secret": secret, "api_key_count": len(key_env),
+                 "hf_token_secret": settings["hf_token_secret"]},
+        "ingress": {"host": settings["ingress_host"], "default_model": settings["default_model"] or (names[0] if names else ""),
+                    "paths": dict((m["name"], m["path"]) for m in enabled)},
+        "measured_weights_gib": dict(measured or {}),
+    }

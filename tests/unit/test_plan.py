@@ -1,0 +1,111 @@
+"""module_utils/_plan: the plan fact every role reads (enabled models, derived names, totals), from tables."""
+
+from __future__ import annotations
+
+import pathlib
+
+import yaml
+
+from ansible_collections.llmserve.k3s.plugins.filter import llmserve
+from ansible_collections.llmserve.k3s.plugins.module_utils import _plan
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+ROLE = yaml.safe_load((ROOT / "roles" / "plan" / "defaults" / "main.yml").read_text(encoding="utf-8"))
+DEFAULTS, CLASSES = ROLE["plan_model_defaults"], ROLE["plan_size_classes"]
+NODES = [dict(name="workstation", gpu_count=4, gpu_name="NVIDIA L40", gpu_memory_gib=44.99, labels={"llmserve.io/gpu": "true"}),
+         dict(name="cpu-node", gpu_count=0, gpu_name="", gpu_memory_gib=None, labels={})]
+CATALOG = [
+    {"name": "llama-3.1-8b", "model": "meta-llama/Llama-3.1-8B-Instruct", "architecture": "llama-3.1-8b", "gated": True,
+     "max_model_len": 8192},
+    {"name": "off.model", "model": "x/y", "params_b": 1.0, "enabled": False},
+    {"name": "qwen.small", "model": "Qwen/Qwen2.5-0.5B-Instruct", "params_b": 0.5},
+]
+
+
+def _plan_of(**settings):
+    return _plan.build_plan(CATALOG, NODES, DEFAULTS, CLASSES, settings)
+
+
+def test_enabled_models_and_disabled_names():
+    plan = _plan_of()
+    assert plan["errors"] == []
+    assert plan["enabled"] == ["llama-3.1-8b", "qwen.small"]
+    assert [m["name"] for m in plan["models"]] == plan["enabled"]
+    assert plan["disabled"] == ["off.model"]
+    assert [m["name"] for m in plan["catalog"]] == ["llama-3.1-8b", "off.model", "qwen.small"]
+
+
+def test_gpu_nodes_and_totals():
+    plan = _plan_of()
+    assert plan["gpu_nodes"] == ["workstation"]
+    assert (plan["gpus_total"], plan["gpus_used"]) == (4, 2)
+
+
+def test_derived_names_hostpath_and_local_path():
+    shared = {m["name"]: m for m in _plan_of()["models"]}
+    assert {m["claim_name"] for m in shared.values()} == {"llm-models"}
+    per_model = {m["name"]: m for m in _plan_of(storage_mode="local-path")["models"]}
+    assert per_model["qwen.small"]["claim_name"] == "llm-models-qwen-small"
+    assert per_model["llama-3.1-8b"]["k8s_name"] == "vllm-llama-3-1-8b"
+    assert per_model["llama-3.1-8b"]["selector"] == {"app.kubernetes.io/name": "vllm", "llmserve.io/model": "llama-3.1-8b"}
+    assert per_model["qwen.small"]["path"] == "/models/qwen.small/v1"
+    assert _plan_of(storage_mode="local-path")["storage"]["claims"] == ["llm-models-llama-3-1-8b", "llm-models-qwen-small"]
+
+
+def test_api_keys_one_several_and_other_auth_modes():
+    one = _plan_of(api_key_count=1)["models"][0]
+    assert (one["api_key_secret"], one["api_key_env"], one["api_key_args"]) == ("vllm-api-keys", ["VLLM_API_KEY"], [])
+    three = _plan_of(api_key_count=3)
+    assert three["models"][0]["api_key_env"] == ["VLLM_API_KEY", "VLLM_API_KEY_1", "VLLM_API_KEY_2"]
+    assert three["models"][0]["api_key_args"] == ["--api-key", "$(VLLM_API_KEY)", "$(VLLM_API_KEY_1)", "$(VLLM_API_KEY_2)"]
+    assert three["auth"] == {"mode": "api-key", "api_key_secret": "vllm-api-keys", "api_key_count": 3, "hf_token_secret": "hf-token"}
+    basic = _plan_of(auth_mode="basic")
+    assert (basic["models"][0]["api_key_secret"], basic["models"][0]["api_key_env"], basic["auth"]["api_key_count"]) == ("", [], 0)
+
+
+def test_token_and_offline_follow_predownload():
+    online = {m["name"]: m for m in _plan_of()["models"]}
+    assert online["llama-3.1-8b"]["needs_token"] is True and online["qwen.small"]["needs_token"] is False
+    offline = {m["name"]: m for m in _plan_of(predownload=True)["models"]}
+    assert offline["llama-3.1-8b"]["needs_token"] is False and offline["llama-3.1-8b"]["offline"] is True
+
+
+def test_default_model_is_the_first_enabled_unless_set():
+    assert _plan_of()["ingress"]["default_model"] == "llama-3.1-8b"
+    assert _plan_of(default_model="qwen.small")["ingress"]["default_model"] == "qwen.small"
+
+
+def test_catalog_errors_are_carried():
+    plan = _plan.build_plan([{"name": "Bad_Name", "model": "x"}], NODES, DEFAULTS, CLASSES)
+    assert plan["models"] == [] and any("Bad_Name" in e and "DNS-1123" in e for e in plan["errors"])
+
+
+def test_enabled_rule_is_the_same_for_the_host_play():
+    models = [{"name": "a"}, {"name": "b", "enabled": False}, {"name": "c", "enabled": True}, {"model": "no-name"}, "junk"]
+    assert [m["name"] for m in _plan.enabled_entries(models)] == ["a", "c"]
+    assert _plan.enabled_entries("not a list") == []
+    planned = _plan.build_plan([m for m in models if isinstance(m, dict) and "name" in m and m.update(model="x/y", params_b=1.0) is None],
+                               NODES, DEFAULTS, CLASSES)
+    assert planned["enabled"] == [m["name"] for m in _plan.enabled_entries(models)]
+
+
+def test_measured_weights_replace_the_estimate():
+    sizes = {"workstation": {"qwen.small": 1024 ** 3 * 3, "llama-3.1-8b": "not a number"}, "cpu-node": {}}
+    measured = _plan.measured_weights(["workstation", "cpu-node"], sizes)
+    assert measured == {"qwen.small": 3.0}
+    estimated = {m["name"]: m for m in _plan_of()["models"]}["qwen.small"]["weights_gib"]
+    planned = {m["name"]: m for m in _plan.build_plan(CATALOG, NODES, DEFAULTS, CLASSES, measured=measured)["models"]}
+    assert estimated != 3.0 and planned["qwen.small"]["weights_gib"] == 3.0 and planned["qwen.small"]["weights_measured"]
+
+
+def test_measured_weights_feed_the_gpu_sizing_of_a_preset_model():
+    base = {m["name"]: m for m in _plan_of()["models"]}["llama-3.1-8b"]["sizing"]
+    heavier = {m["name"]: m for m in _plan.build_plan(CATALOG, NODES, DEFAULTS, CLASSES, measured={"llama-3.1-8b": 20.0})["models"]}
+    sizing = heavier["llama-3.1-8b"]["sizing"]
+    assert sizing["weights_gib"] == 20.0
+    assert sizing["kv_cache_gib"] < base["kv_cache_gib"] - 4
+
+
+def test_measured_weights_filter_reads_hostvars():
+    hostvars = {"workstation": {"llmserve_model_sizes": {"qwen.small": 2 * 1024 ** 3}}, "other": {}}
+    assert llmserve.measured_weights(["workstation", "other"], hostvars) == {"qwen.small": 2.0}

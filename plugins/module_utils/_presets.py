@@ -55,6 +55,8 @@ PRESETS = {
     "qwen3-0.6b": _llama(0.60, 28, 16, 8, 1024, 3072, 151936, 40960, tie_word_embeddings=True),
     "qwen3-32b": _llama(32.76, 64, 64, 8, 5120, 25600, 151936, 40960),
     "qwen3-14b": _llama(14.77, 40, 40, 8, 5120, 17408, 151936, 40960),
+    # Qwen/Qwen3-8B (36 layers, untied LM head)
+    "qwen3-8b": _llama(8.19, 36, 32, 8, 4096, 12288, 151936, 40960),
     "qwen3-30b-a3b": _llama(30.53, 48, 32, 4, 2048, 768, 151936, 262144, experts_per_token=8, num_experts=128),
     "qwen3-235b-a22b": _llama(235.09, 94, 64, 4, 4096, 1536, 151936, 40960, experts_per_token=8, num_experts=128),
     # microsoft/Phi-3-mini-4k-instruct, microsoft/phi-4

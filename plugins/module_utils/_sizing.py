@@ -65,11 +65,24 @@ NON_TORCH_TP_GIB = 0.05
 NON_TORCH_TP_NVLINK_GIB = 0.41
 NON_TORCH_065_DATACENTER_GIB = 1.5
 NON_TORCH_065_TP_NVLINK_GIB = 1.8
+# calibrated: from 0.17 the default -O2 fuses all-reduce and RMSNorm with FlashInfer (vllm PR 34299, merged after the
+# sampler kernel below; TP logs: 0.11 without it, 0.19 with "Enabled custom fusions: allreduce_rms"); the pass allocates
+# a FlashInfer IPC workspace outside PyTorch on every tensor-parallel worker, on the GPUs FlashInfer's fused all-reduce
+# supports (compute capability 9.0 / 10.0: its size table has no other key). Fitted: the mean, over the split: fit
+# cases with it, of the logged non-torch memory less NON_TORCH_GIB and NON_TORCH_TP_NVLINK_GIB.
+NON_TORCH_AR_FUSION_GIB = 1.6
+AR_FUSION_SINCE = (0, 17)
+AR_FUSION_GPUS = ("H100", "H200")
 # calibrated: bytes of activation a token of the profile batch keeps at the peak, per (intermediate/tp + 2 hidden) x dtype
 ACTIVATION_FACTOR = 2.5
 # calibrated: the V1 sampler warm-up (vLLM 0.11 and later) peaks at about this many float32 copies of the
 # max_num_seqs x vocabulary logits (logits, probabilities, log-probabilities, sorted values and int64 indices).
 SAMPLER_COPIES = 9.6
+# calibrated: from 0.17 top-k/top-p run in a Triton kernel without the full-vocabulary sort (vllm PR 33538, the
+# default path for batches as large as the warm-up's; a Qwen3-14B sweep drops from 5.64 to 2.23 GiB at 0.17), and
+# the warm-up peaks at about this many float32 copies: the median over the split: fit cases of 0.17 and later.
+SAMPLER_COPIES_TRITON = 3.86
+SAMPLER_TRITON_SINCE = (0, 17)
 # The CUDA-graph memory vLLM estimates and subtracts (0.21 and later, VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=1):
 # logged estimates are 0.36-0.65 GiB for dense models (vllm PR 21489, gpustack/runner PR 251).
 CUDAGRAPH_ESTIMATE_GIB = 0.45
@@ -261,8 +274,10 @@ def activation_gib(arch, tp, dtype, batched_tokens, num_seqs, version=None):
     per_token = ACTIVATION_FACTOR * (inter / float(tp) + 2 * hidden) * _values.dtype_bytes(dtype)
     logits = num_seqs * arch.get("vocab_size", 32000) * 4.0
     forward = batched_tokens * per_token + logits
-    if parse_version(version)[:2] >= SAMPLER_WARMUP_SINCE and not arch.get("multimodal"):
-        return max(forward, SAMPLER_COPIES * logits) / GIB
+    release = parse_version(version)[:2]
+    if release >= SAMPLER_WARMUP_SINCE and not arch.get("multimodal"):
+        copies = SAMPLER_COPIES_TRITON if release >= SAMPLER_TRITON_SINCE else SAMPLER_COPIES
+        return max(forward, copies * logits) / GIB
     return forward / GIB
 
 
@@ -295,7 +310,10 @@ def non_torch_gib(gpu_key, tp, version=None, engine="v1"):
     if version[:2] < NON_TORCH_FIXED_IN and nvlink:
         return NON_TORCH_V0_GIB + NON_TORCH_065_DATACENTER_GIB + (NON_TORCH_065_TP_NVLINK_GIB if tp > 1 else 0.0)
     base = NON_TORCH_V0_GIB if engine == "v0" else NON_TORCH_GIB
-    return base + (0.0 if tp == 1 else (NON_TORCH_TP_NVLINK_GIB if nvlink else NON_TORCH_TP_GIB))
+    if tp == 1:
+        return base
+    fusion = NON_TORCH_AR_FUSION_GIB if engine == "v1" and version[:2] >= AR_FUSION_SINCE and gpu_key in AR_FUSION_GPUS else 0.0
+    return base + (NON_TORCH_TP_NVLINK_GIB if nvlink else NON_TORCH_TP_GIB) + fusion
 
 
 def cudagraph_estimate_gib(version, enabled=None):

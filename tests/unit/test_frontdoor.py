@@ -103,7 +103,7 @@ def door(backends):
     dead = free_port()  # nothing listens here: a model whose backend is down
     config = {
         "models": {"tiny-a": {"url": backends["tiny-a"].url}, "tiny-b": {"url": backends["tiny-b"].url, "served_names": ["tiny-b-lora"]},
-                   "multi": {"url": backends["multi"].url + "/"}, "gone": {"url": "http://127.0.0.1:%d" % dead}},
+                   "multi": {"url": backends["multi"].url + "/", "client_affinity": True}, "gone": {"url": "http://127.0.0.1:%d" % dead}},
         "max_request_body_bytes": LIMIT,
         "require_bearer": True,
         "ab_tests": {"/ab": [{"model": "tiny-a", "weight": 1}, {"model": "tiny-b", "weight": 1}]},
@@ -279,3 +279,16 @@ def test_bad_config_is_a_clear_error(tmp_path):
     with pytest.raises(RuntimeError, match=r"models.x.url must be an http\(s\) base URL"):
         with FrontDoor({"models": {"x": {"url": "vllm-x:8000"}}}):
             pass
+
+
+def test_client_affinity_sends_the_client_address_as_session_key(door, backends):
+    body = b'{"model": "multi", "prompt": "x"}'
+    call(door, "POST", "/v1/completions", body, dict(AUTH, **{"X-Real-Ip": "192.0.2.7"}))
+    assert backends["multi"].seen[-1]["headers"]["X-Session-ID"] == "192.0.2.7"
+    call(door, "POST", "/v1/completions", body, dict(AUTH, **{"X-Session-ID": "chat-42", "X-Real-Ip": "192.0.2.7"}))
+    assert backends["multi"].seen[-1]["headers"]["X-Session-ID"] == "chat-42"
+    call(door, "POST", "/v1/completions", body)
+    assert backends["multi"].seen[-1]["headers"]["X-Session-ID"] == "127.0.0.1"
+    # Models without it get no session header.
+    call(door, "POST", "/v1/completions", b'{"model": "tiny-a", "prompt": "x"}')
+    assert "X-Session-ID" not in backends["tiny-a"].seen[-1]["headers"]

@@ -210,11 +210,16 @@ class FrontDoor:
         name = self.names[wanted]
         return name, await self.proxy(request, name, path, body)
 
-    def forward_headers(self, request):
+    def forward_headers(self, request, name=None):
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP}
         peer = request.remote or ""
         prior = request.headers.get("X-Forwarded-For")
         headers["X-Forwarded-For"] = prior + ", " + peer if prior else peer
+        if name and self.models[name].get("client_affinity") and "x-session-id" not in {k.lower() for k in headers}:
+            # The model's vllm-router (consistent_hash) keeps one session key on one replica: the client's address
+            # (Traefik's X-Real-Ip) unless the client names its own session.
+            client = request.headers.get("X-Real-Ip") or (prior or peer).split(",")[0].strip()
+            headers["X-Session-ID"] = client
         return headers
 
     async def proxy(self, request, name, path, body):
@@ -222,7 +227,7 @@ class FrontDoor:
         self.metrics.in_flight[name] += 1
         response = None
         try:
-            async with self.session.request(request.method, url, headers=self.forward_headers(request), data=body) as upstream:
+            async with self.session.request(request.method, url, headers=self.forward_headers(request, name), data=body) as upstream:
                 response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
                 for key, value in upstream.headers.items():
                     if key.lower() not in HOP:

@@ -172,6 +172,9 @@ def _validate_entry(index, entry, errors):
         hint = _closest(policy, ROUTER_POLICIES) if isinstance(policy, str) else None
         errors.field(index, name, "router_policy", "%r is not a vllm-router policy" % (policy,),
                      ("did you mean %s? " % hint if hint else "") + "use one of " + ", ".join(ROUTER_POLICIES))
+    elif policy not in (None, "consistent_hash") and entry.get("session_affinity") is True:
+        errors.field(index, name, "router_policy", "%r cannot keep a client on one replica (session_affinity is true)" % (policy,),
+                     "use router_policy consistent_hash (the default with session_affinity), or set session_affinity false")
     size = entry.get("storage_size")
     if size is not None and not (isinstance(size, str) and QUANTITY.match(size)):
         errors.field(index, name, "storage_size", "%r is not a Kubernetes quantity" % (size,), "write e.g. 100Gi")

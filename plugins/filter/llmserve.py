@@ -34,6 +34,12 @@ def serving_plan(models):
     return out
 
 
+def frontdoor_backend(model, port=8000):
+    """The front door's config entry of one served model (an item of serving_plan or of the plan's models)."""
+    return {"url": "http://%s:%d" % (model["backend_service"], int(port)),
+            "client_affinity": bool(model.get("router_enabled") and model.get("session_affinity"))}
+
+
 def gpu_nodes(hostnames, hostvars):
     """GPU facts per node: what nvidia_gpu_info found on the host (llmserve_gpu_facts), else the inventory's values."""
     nodes = []
@@ -65,4 +71,5 @@ def stale_objects(objects, enabled):
 
 class FilterModule:
     def filters(self):
-        return {"model_plan": model_plan, "vllm_args": vllm_args, "k8s_name": _catalog.k8s_name, "gpu_nodes": gpu_nodes, "serving_plan": serving_plan, "stale_objects": stale_objects}
+        return {"model_plan": model_plan, "vllm_args": vllm_args, "k8s_name": _catalog.k8s_name, "gpu_nodes": gpu_nodes,
+                "serving_plan": serving_plan, "frontdoor_backend": frontdoor_backend, "stale_objects": stale_objects}

@@ -117,7 +117,11 @@ def call(door, method, path, body=None, headers=None, chunked=False):
     try:
         conn.request(method, path, body=body, headers=dict(AUTH if headers is None else headers), encode_chunked=chunked)
         resp = conn.getresponse()
-        return resp.status, dict(resp.getheaders()), resp.read()
+        listed = resp.getheaders()
+        headers = dict(listed)
+        # No header comes twice (a proxy that adds its own Content-Type beside the backend's would).
+        assert len({k.lower() for k, _ in listed}) == len(listed), listed
+        return resp.status, headers, resp.read()
     finally:
         conn.close()
 
@@ -133,7 +137,7 @@ def test_post_v1_goes_to_the_model_named_in_the_body(door, backends, model, back
     body = (RAW_BODY % model).encode()
     before = {n: len(b.seen) for n, b in backends.items()}
     status, headers, raw = call(door, "POST", "/v1/chat/completions?x=1", body, dict(AUTH, **{"Content-Type": "application/json"}))
-    assert status == 200 and headers["X-Backend"] == backend
+    assert status == 200 and headers["X-Backend"] == backend and headers["Content-Type"] == "application/json"
     assert {n: len(b.seen) - before[n] for n, b in backends.items()} == {n: int(n == backend) for n in backends}
     seen = backends[backend].seen[-1]
     # The request arrives unchanged: path and query, key header, every byte of the body.

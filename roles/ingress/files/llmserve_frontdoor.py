@@ -33,6 +33,7 @@ import sys
 import time
 
 from aiohttp import ClientSession, ClientTimeout, TCPConnector, client_exceptions, web
+from multidict import CIMultiDict
 
 LOG = logging.getLogger("llmserve-frontdoor")
 BEARER = re.compile(r"^Bearer [!-~]+$")
@@ -242,10 +243,15 @@ class FrontDoor:
         response = None
         try:
             async with self.session.request(request.method, url, headers=self.forward_headers(request, name), data=body) as upstream:
+                headers = [(k, v) for k, v in upstream.headers.items() if k.lower() not in HOP]
+                if upstream.content_length is not None and upstream.content_length <= self.config["max_request_body_bytes"]:
+                    # A whole answer of known length (not a stream): read it, then send status, headers and body at once.
+                    raw = await upstream.read()
+                    response = web.Response(status=upstream.status, reason=upstream.reason, body=raw, headers=CIMultiDict(headers))
+                    return response
                 response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-                for key, value in upstream.headers.items():
-                    if key.lower() not in HOP:
-                        response.headers.add(key, value)
+                for key, value in headers:
+                    response.headers.add(key, value)
                 if upstream.content_length is not None:
                     response.content_length = upstream.content_length
                 await response.prepare(request)

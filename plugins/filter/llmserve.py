@@ -25,6 +25,12 @@ def vllm_args(planned, port=8000):
     return _catalog.vllm_args(planned, port)
 
 
+def frontdoor_backend(model, port=8000):
+    """The front door's config entry of one served model (an item of llmserve_plan.models)."""
+    return {"url": "http://%s:%d" % (model["backend_service"], int(port)),
+            "client_affinity": bool(model.get("router_enabled") and model.get("session_affinity"))}
+
+
 def gpu_nodes(hostnames, hostvars):
     """GPU facts per node: what nvidia_gpu_info found on the host (llmserve_gpu_facts), else the inventory's values."""
     nodes = []
@@ -96,4 +102,4 @@ class FilterModule:
         return {"plan": plan, "vllm_args": vllm_args, "k8s_name": _catalog.k8s_name, "gpu_nodes": gpu_nodes,
                 "measured_weights": measured_weights, "enabled_models": _plan.enabled_entries,
                 "bundle_objects": bundle_objects, "apply_steps": apply_steps, "prune_list": prune_list,
-                "run_scope": _apply.run_scope, "prunable_kinds": prunable_kinds}
+                "run_scope": _apply.run_scope, "prunable_kinds": prunable_kinds, "frontdoor_backend": frontdoor_backend}

@@ -46,7 +46,10 @@ FIELDS = {
     "tensor_parallel_size": ("size class (`gpus`)", "GPUs per replica, all on one node; the pod's `nvidia.com/gpu`"),
     "replicas": ("size class", "replicas; `0` stops the model and frees its GPUs"),
     "autoscaling": ("`{enabled: false}`", "`{enabled, min_replicas, max_replicas, target_waiting}`: an HPA on `vllm_num_requests_waiting`"),
-    "session_affinity": ("`false`", "`sessionAffinity: ClientIP` (3600 s) on the Service: a client stays on one replica's prefix cache"),
+    "session_affinity": ("`false`", "keep a client on one replica: its vllm-router hashes the client address (`router_policy` "
+                         "`consistent_hash`)"),
+    "router_policy": ("`cache_aware`", "`cache_aware`, `consistent_hash` or `round_robin`: how the vllm-router of a model with several "
+                      "replicas picks one"),
     "extra_args": ("`[]`", "more vLLM arguments; flags the catalog has a field for are refused (set the field)"),
     "extra_env": ("`{}`", "more environment variables"),
     "resources": ("size class / sizing", "`{requests: {cpu, memory}, limits: {memory}}`"),
@@ -58,6 +61,8 @@ RESOURCE_FIELDS = {"requests": ("cpu", "memory"), "limits": ("memory",)}
 BOOL_FIELDS = ("enabled", "gated", "enable_prefix_caching", "session_affinity")
 QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|Ki|Mi|Gi|Ti|Pi)?$")
 # vLLM flags the catalog sets from its own fields; extra_args must not set them a second time.
+# vllm-router policies a catalog entry may choose (--policy); cache_aware sends shared prefixes to the same replica.
+ROUTER_POLICIES = ("cache_aware", "consistent_hash", "round_robin")
 MANAGED_FLAGS = {"--served-model-name": "name", "--host": None, "--port": None, "--revision": "revision", "--dtype": "dtype",
                  "--quantization": "quantization", "--kv-cache-dtype": "kv_cache_dtype", "--max-model-len": "max_model_len",
                  "--max-num-seqs": "max_num_seqs", "--max-num-batched-tokens": "max_num_batched_tokens",
@@ -80,6 +85,15 @@ def fields_markdown():
 def k8s_name(name):
     """Object name of a model: Service names must be DNS-1035 labels (no dots, a letter first)."""
     return "vllm-" + name.replace(".", "-")
+
+
+def serving(entry, replicas, autoscaling):
+    """How the front door reaches a model: several replicas (or an HPA) get one vllm-router in front of them."""
+    router = bool(autoscaling) or (_is_int(replicas) and replicas > 1)
+    name = k8s_name(entry["name"])
+    return {"k8s_name": name, "session_affinity": entry.get("session_affinity") is True, "router_enabled": router,
+            "router_policy": entry.get("router_policy") or ("consistent_hash" if entry.get("session_affinity") is True else "cache_aware"),
+            "router_name": name + "-router", "backend_service": name + "-router" if router else name}
 
 
 def _closest(word, choices):
@@ -172,6 +186,14 @@ def _validate_entry(index, entry, errors):
                                  or not all(isinstance(k, str) and isinstance(v, (str, int)) and not isinstance(v, bool) for k, v in selector.items())):
         errors.field(index, name, "node_selector", "%r is not a mapping of label names to values" % (selector,),
                      "write node_selector: {llmserve.io/gpu-product: NVIDIA-L40} (quote values such as 'true')")
+    policy = entry.get("router_policy")
+    if policy is not None and policy not in ROUTER_POLICIES:
+        hint = _closest(policy, ROUTER_POLICIES) if isinstance(policy, str) else None
+        errors.field(index, name, "router_policy", "%r is not a vllm-router policy" % (policy,),
+                     ("did you mean %s? " % hint if hint else "") + "use one of " + ", ".join(ROUTER_POLICIES))
+    elif policy not in (None, "consistent_hash") and entry.get("session_affinity") is True:
+        errors.field(index, name, "router_policy", "%r cannot keep a client on one replica (session_affinity is true)" % (policy,),
+                     "use router_policy consistent_hash (the default with session_affinity), or set session_affinity false")
     size = entry.get("storage_size")
     if size is not None and not (isinstance(size, str) and QUANTITY.match(size)):
         errors.field(index, name, "storage_size", "%r is not a Kubernetes quantity" % (size,), "write e.g. 100Gi")
@@ -256,6 +278,7 @@ def _resolve(entry, defaults, classes, predownload):
     tp = spec["tensor_parallel_size"] if _is_int(spec["tensor_parallel_size"]) else 1
     spec["shm_size"] = _values.shm_size(tp)
     spec["base_replicas"] = auto["min_replicas"] if auto["enabled"] else spec["replicas"]
+    spec.update(serving(entry, spec["replicas"], auto["enabled"]))
     spec["placement"] = []
     return spec
 

@@ -6,6 +6,7 @@ import pytest
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.llmserve.k3s.plugins.filter import llmserve
+from ansible_collections.llmserve.k3s.plugins.module_utils import _plan
 
 HOSTVARS = {
     # nvidia_gpu_info found two L40S with the driver loaded.
@@ -44,4 +45,31 @@ def test_vllm_args_needs_a_planned_model():
 
 def test_filters_are_registered():
     assert set(llmserve.FilterModule().filters()) == {"plan", "vllm_args", "k8s_name", "gpu_nodes", "measured_weights", "enabled_models",
-                                                      "bundle_objects", "apply_steps", "prune_list", "run_scope", "prunable_kinds"}
+                                                      "bundle_objects", "apply_steps", "prune_list", "run_scope", "prunable_kinds",
+                                                      "frontdoor_backend"}
+
+
+def test_the_plan_sends_multi_replica_models_to_their_router():
+    """The front door's backends come from the plan (module_utils/_catalog.serving): a router exactly where the
+    vllm_models role renders one."""
+    catalog = [{"name": "one"}, {"name": "two.x", "replicas": 2}, {"name": "hpa", "autoscaling": {"enabled": True}},
+               {"name": "sticky", "replicas": 3, "session_affinity": True}, {"name": "off", "enabled": False, "replicas": 2},
+               {"name": "rr", "replicas": 2, "router_policy": "round_robin"}]
+    catalog = [dict(entry, model="org/" + entry["name"], params_b=0.5) for entry in catalog]
+    nodes = [{"name": "n", "gpu_count": 16, "gpu_name": "NVIDIA L40", "gpu_memory_gib": 44.99, "labels": {}}]
+    planned = _plan.build_plan(catalog, nodes, {"dtype": "bfloat16", "kv_cache_dtype": "auto", "gpu_memory_utilization": 0.9,
+                                                "enable_prefix_caching": True, "max_model_len": None, "max_num_seqs": None,
+                                                "max_num_batched_tokens": None, "revision": None},
+                               {"small": {"cpu": "2", "memory": "8Gi", "memory_limit": "16Gi", "gpus": 1, "replicas": 1}})
+    assert planned["errors"] == []
+    served = {m["name"]: m for m in planned["models"]}
+    assert sorted(served) == ["hpa", "one", "rr", "sticky", "two.x"]
+    backends = {n: llmserve.frontdoor_backend(m, 8000) for n, m in served.items()}
+    assert backends == {
+        "one": {"url": "http://vllm-one:8000", "client_affinity": False},
+        "two.x": {"url": "http://vllm-two-x-router:8000", "client_affinity": False},
+        "hpa": {"url": "http://vllm-hpa-router:8000", "client_affinity": False},
+        "sticky": {"url": "http://vllm-sticky-router:8000", "client_affinity": True},
+        "rr": {"url": "http://vllm-rr-router:8000", "client_affinity": False}}
+    assert (served["sticky"]["router_policy"], served["rr"]["router_policy"], served["two.x"]["router_policy"]) == \
+        ("consistent_hash", "round_robin", "cache_aware")

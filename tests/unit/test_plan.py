@@ -70,8 +70,8 @@ def test_token_and_offline_follow_predownload():
     assert offline["llama-3.1-8b"]["needs_token"] is False and offline["llama-3.1-8b"]["offline"] is True
 
 
-def test_default_model_is_the_first_enabled_unless_set():
-    assert _plan_of()["ingress"]["default_model"] == "llama-3.1-8b"
+def test_default_model_is_the_setting():
+    assert _plan_of()["ingress"]["default_model"] == ""
     assert _plan_of(default_model="qwen.small")["ingress"]["default_model"] == "qwen.small"
 
 

@@ -125,6 +125,9 @@ PKI_PLAY = """- hosts: localhost
   connection: local
   gather_facts: false
   tasks:
+    # The ingress role's defaults read the plan fact (host, namespace), as in every playbook.
+    - ansible.builtin.include_role:
+        name: llmserve.k3s.plan
     - ansible.builtin.include_role:
         name: llmserve.k3s.ingress
         tasks_from: tls_selfsigned

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from k8s_schema import load_bundle, validate
-from playbook import render
+from k8s_schema import validate
 from traefik_rules import matches, strip_prefixes
 
 HOST = "llm.university.local"
@@ -20,17 +19,10 @@ DENIED = ["/metrics", "/health", "/pause", "/resume", "/abort_requests", "/updat
 BEARER = {"Authorization": "Bearer sk-test-0123456789abcdef"}
 
 
-def _render(tmp_path_factory, name, inventory, extra_vars, tags=None):
-    dest = tmp_path_factory.mktemp(name)
-    result = render(dest, inventory, extra_vars=extra_vars, tags=tags)
-    assert result.returncode == 0, result.stdout[-5000:]
-    return dest, load_bundle(dest), result.stdout
-
-
-@pytest.fixture(scope="module")
-def basic_ab(tmp_path_factory):
-    """Workstation with BasicAuth, an allow list, a per-user Redis-backed limit, an A/B test and another default model."""
-    return _render(tmp_path_factory, "basic-ab", "inventories/workstation", {
+# The module's bundles: (inventory, extra vars, tags).
+RENDERS = {
+    # Workstation with BasicAuth, an allow list, a per-user Redis-backed limit, an A/B test and another default model.
+    "basic-ab": ("inventories/workstation", {
         "llmserve_auth_mode": "basic",
         "ingress_ip_allow_list": ["10.0.0.0/8", "192.0.2.7", "2001:db8::/32"],
         "ingress_trusted_ips": ["192.0.2.0/24"],
@@ -39,13 +31,9 @@ def basic_ab(tmp_path_factory):
         "ingress_ab_test": {"enabled": True, "path": "/ab", "backends": [
             {"model": "llama-3.1-8b", "weight": 90}, {"model": "mixtral-8x7b", "weight": 10}]},
         "llmserve_ingress_default_model": "mixtral-8x7b",
-    })
-
-
-@pytest.fixture(scope="module")
-def forward_cookie(tmp_path_factory):
-    """Multinode, ForwardAuth to an SSO proxy, cookie affinity, no in-flight/buffering; ingress component alone."""
-    return _render(tmp_path_factory, "forward", "inventories/multinode", {
+    }, None),
+    # Multinode, ForwardAuth to an SSO proxy, cookie affinity, no in-flight/buffering; ingress component alone.
+    "forward": ("inventories/multinode", {
         "llmserve_auth_mode": "forward",
         "ingress_forward_auth": {"address": "http://oauth2-proxy.auth.svc:4180/oauth2/auth", "trust_forward_header": True,
                                  "response_headers": ["X-Auth-Request-User"]},
@@ -55,7 +43,32 @@ def forward_cookie(tmp_path_factory):
         "ingress_http_redirect": False,
         "llmserve_ingress_tls_mode": "cert-manager",
         "ingress_cert_manager_issuer": "campus-ca",
-    }, tags="ingress")
+    }, "ingress"),
+}
+
+
+def _render(renders, name, inventory, extra_vars, tags=None):
+    return renders.bundle(inventory, extra_vars, tags, label=name)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _prefetch(renders):
+    """Both bundles of the module render in the background from its first test on."""
+    for name, (inventory, extra, tags) in RENDERS.items():
+        renders.prefetch(inventory, extra, tags, label=name)
+
+
+@pytest.fixture(scope="module")
+def basic_ab(renders):
+    """Workstation with BasicAuth, an allow list, a per-user Redis-backed limit, an A/B test and another default model."""
+    return _render(renders, "basic-ab", *RENDERS["basic-ab"])
+
+
+@pytest.fixture(scope="module")
+def forward_cookie(renders):
+    """Multinode, ForwardAuth to an SSO proxy, cookie affinity, no in-flight/buffering; ingress component alone."""
+    return _render(renders, "forward", *RENDERS["forward"])
+
 
 
 def _objects(bundle, kind, folder="ingress/"):

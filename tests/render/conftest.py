@@ -58,19 +58,24 @@ class Renders:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Note which session catalogs the selected tests use, so a single test file does not render them all."""
+    config.llmserve_catalogs = {name for item in items for name in getattr(item, "fixturenames", ()) if name in SESSION_CATALOGS}
+
+
 @pytest.fixture(scope="session")
-def renders(tmp_path_factory):
+def renders(tmp_path_factory, request):
     jobs = int(os.environ.get("LLMSERVE_RENDER_JOBS") or os.cpu_count() or 2)
     pool = Renders(tmp_path_factory, jobs)
-    for label, (inventory, extra) in SESSION_CATALOGS.items():
-        pool.prefetch(inventory, extra, label=label)
+    for label in sorted(getattr(request.config, "llmserve_catalogs", SESSION_CATALOGS)):
+        pool.prefetch(*SESSION_CATALOGS[label], label=label)
     yield pool
     pool.close()
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _start_session_catalogs(renders):
-    """Requesting `renders` at session start begins the SESSION_CATALOGS renders in the background."""
+    """Requesting `renders` at session start begins the catalogs the selected tests use, in the background."""
     return renders
 
 

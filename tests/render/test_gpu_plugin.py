@@ -9,41 +9,49 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from k8s_schema import load_bundle, validate
-from playbook import render
+from k8s_schema import validate
 
 
+# The module's bundles (extra vars, tags), rendered in the background from the module's first test on.
 # Every run plans the whole catalog first (the plan fact), so a gpu-only render with GPUs cut into slices needs a
 # catalog that fits the slices: the seed's models do not fit a quarter of an L40.
 SMALL = [{"name": "qwen-small", "model": "Qwen/Qwen2.5-0.5B-Instruct", "params_b": 0.5, "max_model_len": 4096}]
+RENDERS = {
+    "sliced": ({"llmserve_gpu_time_slicing_replicas": 4, "llmserve_models": SMALL}, "gpu"),
+    "operator": ({"llmserve_gpu_stack": "gpu-operator", "llmserve_gpu_time_slicing_replicas": 2, "llmserve_models": SMALL}, "gpu"),
+    "amd": ({"llmserve_accelerator": "amd", "llmserve_gpu_stack": "none"}, "gpu,models,namespace"),
+    "gaudi": ({"llmserve_accelerator": "intel-gaudi", "llmserve_gpu_stack": "none"}, "gpu,models"),
+}
 
 
-def _render(tmp_path_factory, name, extra, tags):
-    dest = tmp_path_factory.mktemp(name)
-    result = render(dest, extra_vars=extra, tags=tags)
-    assert result.returncode == 0, result.stdout[-4000:]
-    return load_bundle(dest)
+@pytest.fixture(scope="module", autouse=True)
+def _prefetch(renders):
+    for name, (extra, tags) in RENDERS.items():
+        renders.prefetch(extra_vars=extra, tags=tags, label=name)
 
 
-@pytest.fixture(scope="module")
-def sliced(tmp_path_factory):
-    return _render(tmp_path_factory, "sliced", {"llmserve_gpu_time_slicing_replicas": 4, "llmserve_models": SMALL}, "gpu")
-
-
-@pytest.fixture(scope="module")
-def operator(tmp_path_factory):
-    return _render(tmp_path_factory, "operator", {"llmserve_gpu_stack": "gpu-operator", "llmserve_gpu_time_slicing_replicas": 2,
-                                                          "llmserve_models": SMALL}, "gpu")
-
-
-@pytest.fixture(scope="module")
-def amd(tmp_path_factory):
-    return _render(tmp_path_factory, "amd", {"llmserve_accelerator": "amd", "llmserve_gpu_stack": "none"}, "gpu,models,namespace")
+def _render(renders, name, extra, tags):
+    return renders.bundle(extra_vars=extra, tags=tags, label=name)[1]
 
 
 @pytest.fixture(scope="module")
-def gaudi(tmp_path_factory):
-    return _render(tmp_path_factory, "gaudi", {"llmserve_accelerator": "intel-gaudi", "llmserve_gpu_stack": "none"}, "gpu,models")
+def sliced(renders):
+    return _render(renders, "sliced", *RENDERS["sliced"])
+
+
+@pytest.fixture(scope="module")
+def operator(renders):
+    return _render(renders, "operator", *RENDERS["operator"])
+
+
+@pytest.fixture(scope="module")
+def amd(renders):
+    return _render(renders, "amd", *RENDERS["amd"])
+
+
+@pytest.fixture(scope="module")
+def gaudi(renders):
+    return _render(renders, "gaudi", *RENDERS["gaudi"])
 
 
 def _kind(bundle, kind, folder="gpu/"):
@@ -137,11 +145,11 @@ def test_gpu_quota_follows_the_accelerator(amd, workstation):
     assert _quota(workstation[1])["requests.nvidia.com/gpu"] == "4"
 
 
-def test_time_sliced_gpus_are_planned_as_shares(tmp_path_factory):
+def test_time_sliced_gpus_are_planned_as_shares(renders):
     """Two replicas of a small-context 8B model share one L40 cut in 2 slices: quota, placement and vLLM's share."""
     catalog = [{"name": "llama-shared", "model": "meta-llama/Llama-3.1-8B-Instruct", "architecture": "llama-3.1-8b",
                 "max_model_len": 4096, "max_num_seqs": 16, "replicas": 2}]
-    bundle = _render(tmp_path_factory, "shared", {"llmserve_gpu_count": 1, "llmserve_gpu_time_slicing_replicas": 2,
+    bundle = _render(renders, "shared", {"llmserve_gpu_count": 1, "llmserve_gpu_time_slicing_replicas": 2,
                                                   "llmserve_models": catalog}, "gpu,namespace,models")
     assert _quota(bundle)["requests.nvidia.com/gpu"] == "2"
     (dep,) = _kind(bundle, "Deployment", "models/")

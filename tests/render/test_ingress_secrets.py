@@ -19,7 +19,6 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from k8s_schema import load_bundle
 from playbook import recap, render, run_playbook
 
 KEYS = ["sk-llm-test-key-AAAA-0000-secret", "sk-llm-test-key-BBBB-1111-secret", "sk-llm-test-key-CCCC-2222-secret"]
@@ -41,12 +40,9 @@ def _files_text(root):
 
 
 @pytest.fixture(scope="module")
-def keyed(tmp_path_factory):
-    dest = tmp_path_factory.mktemp("keyed")
-    result = render(dest, extra_vars={"llmserve_api_keys": KEYS, "llmserve_hf_token": HF_TOKEN,
-                                      "llmserve_basic_auth_users": [{"name": "alice", "password": PASSWORD}]})
-    assert result.returncode == 0, result.stdout[-4000:]
-    return dest, load_bundle(dest), result.stdout
+def keyed(renders):
+    return renders.bundle(extra_vars={"llmserve_api_keys": KEYS, "llmserve_hf_token": HF_TOKEN,
+                                      "llmserve_basic_auth_users": [{"name": "alice", "password": PASSWORD}]}, label="keyed")
 
 
 def test_render_and_output_hold_no_secret(keyed):

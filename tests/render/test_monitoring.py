@@ -55,15 +55,12 @@ def _one(objects, kind, name):
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
+def bundle(renders):
     """The workstation bundle with an ingress host, Grafana middlewares and the test thresholds; the Grafana
     password is in the environment, as it would come from Vault."""
-    dest = tmp_path_factory.mktemp("monitoring")
     extra = {"llmserve_ingress_host": "llm.example.org", "monitoring_grafana_middlewares": MIDDLEWARES}
     extra.update(THRESHOLDS)
-    result = render(dest, extra_vars=extra, env={"GRAFANA_ADMIN_PASSWORD": PASSWORD})
-    assert result.returncode == 0, result.stdout[-5000:]
-    return dest, load_bundle(dest), result.stdout
+    return renders.bundle(extra_vars=extra, env={"GRAFANA_ADMIN_PASSWORD": PASSWORD}, label="monitoring")
 
 
 def test_every_monitoring_object_validates(bundle):

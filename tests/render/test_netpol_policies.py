@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from k8s_schema import load_bundle, validate
+from k8s_schema import validate
 from netpol import connection, pod
-from playbook import render
 
 VLLM = pod("llm-serving", {"app.kubernetes.io/name": "vllm", "llmserve.io/model": "llama-3.1-8b"})
 TRAEFIK = pod("kube-system", {"app.kubernetes.io/name": "traefik", "app.kubernetes.io/instance": "traefik-kube-system"})
@@ -27,12 +26,9 @@ def _policies(bundle):
 
 
 @pytest.fixture(scope="module")
-def predownloaded(tmp_path_factory):
-    dest = tmp_path_factory.mktemp("predownload")
-    result = render(dest, extra_vars={"llmserve_models_predownload": True, "llmserve_monitoring_namespace": "observability",
-                                      "llm_namespace_viewers_groups": []}, tags="namespace")
-    assert result.returncode == 0, result.stdout[-3000:]
-    return dest, load_bundle(dest), result.stdout
+def predownloaded(renders):
+    return renders.bundle(extra_vars={"llmserve_models_predownload": True, "llmserve_monitoring_namespace": "observability",
+                                      "llm_namespace_viewers_groups": []}, tags="namespace", label="predownload")
 
 
 def test_policies_and_roles_validate(workstation):

@@ -48,7 +48,8 @@ FIELDS = {
     "tensor_parallel_size": "GPUs per replica (tensor parallelism, on one node)",
     "replicas": "replicas (0 stops the model and frees its GPUs)",
     "autoscaling": "{enabled, min_replicas, max_replicas, target_waiting}",
-    "session_affinity": "ClientIP affinity on the Service (keeps a client on one replica's prefix cache)",
+    "session_affinity": "keep a client on one replica: its vllm-router hashes the client address (router_policy consistent_hash)",
+    "router_policy": "cache_aware | consistent_hash | round_robin: how the vllm-router of a model with several replicas picks one",
     "extra_args": "more vLLM arguments, a list of strings",
     "extra_env": "more environment variables, a mapping",
     "resources": "{requests: {cpu, memory}, limits: {memory}} overriding the size class",
@@ -60,6 +61,8 @@ RESOURCE_FIELDS = {"requests": ("cpu", "memory"), "limits": ("memory",)}
 BOOL_FIELDS = ("enabled", "gated", "enable_prefix_caching", "session_affinity")
 QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|Ki|Mi|Gi|Ti|Pi)?$")
 # vLLM flags the catalog sets from its own fields; extra_args must not set them a second time.
+# vllm-router policies a catalog entry may choose (--policy); cache_aware sends shared prefixes to the same replica.
+ROUTER_POLICIES = ("cache_aware", "consistent_hash", "round_robin")
 MANAGED_FLAGS = {"--served-model-name": "name", "--host": None, "--port": None, "--revision": "revision", "--dtype": "dtype",
                  "--quantization": "quantization", "--kv-cache-dtype": "kv_cache_dtype", "--max-model-len": "max_model_len",
                  "--max-num-seqs": "max_num_seqs", "--max-num-batched-tokens": "max_num_batched_tokens",
@@ -164,6 +167,14 @@ def _validate_entry(index, entry, errors):
                                  or not all(isinstance(k, str) and isinstance(v, (str, int)) and not isinstance(v, bool) for k, v in selector.items())):
         errors.field(index, name, "node_selector", "%r is not a mapping of label names to values" % (selector,),
                      "write node_selector: {llmserve.io/gpu-product: NVIDIA-L40} (quote values such as 'true')")
+    policy = entry.get("router_policy")
+    if policy is not None and policy not in ROUTER_POLICIES:
+        hint = _closest(policy, ROUTER_POLICIES) if isinstance(policy, str) else None
+        errors.field(index, name, "router_policy", "%r is not a vllm-router policy" % (policy,),
+                     ("did you mean %s? " % hint if hint else "") + "use one of " + ", ".join(ROUTER_POLICIES))
+    elif policy not in (None, "consistent_hash") and entry.get("session_affinity") is True:
+        errors.field(index, name, "router_policy", "%r cannot keep a client on one replica (session_affinity is true)" % (policy,),
+                     "use router_policy consistent_hash (the default with session_affinity), or set session_affinity false")
     size = entry.get("storage_size")
     if size is not None and not (isinstance(size, str) and QUANTITY.match(size)):
         errors.field(index, name, "storage_size", "%r is not a Kubernetes quantity" % (size,), "write e.g. 100Gi")
@@ -248,6 +259,11 @@ def _resolve(entry, defaults, classes, predownload):
     tp = spec["tensor_parallel_size"] if _is_int(spec["tensor_parallel_size"]) else 1
     spec["shm_size"] = "2Gi" if tp <= 1 else "%dGi" % (4 * tp)
     spec["base_replicas"] = auto["min_replicas"] if auto["enabled"] else spec["replicas"]
+    # Several replicas (or an HPA): one vllm-router in front of them; the front door sends the model's requests there.
+    spec["router_enabled"] = bool(auto["enabled"]) or (_is_int(spec["replicas"]) and spec["replicas"] > 1)
+    spec["router_policy"] = entry.get("router_policy") or ("consistent_hash" if spec["session_affinity"] else "cache_aware")
+    spec["router_name"] = spec["k8s_name"] + "-router"
+    spec["backend_service"] = spec["router_name"] if spec["router_enabled"] else spec["k8s_name"]
     spec["placement"] = []
     return spec
 

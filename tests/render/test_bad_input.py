@@ -57,6 +57,12 @@ CASES = {
                                   ["(m0).autoscaling.max_replica: unknown field", "did you mean max_replicas?"]),
     "managed-vllm-flag": (_models({"extra_args": ["--max-model-len=4096"]}), None,
                           ["(m0).extra_args: --max-model-len is set by the role", "catalog field max_model_len"]),
+    "unknown-router-policy": (_models({"router_policy": "cache-aware", "replicas": 2}), None,
+                              ["(m0).router_policy: 'cache-aware' is not a vllm-router policy", "did you mean cache_aware?",
+                               "cache_aware, consistent_hash, round_robin"]),
+    "router-policy-against-affinity": (_models({"router_policy": "round_robin", "session_affinity": True, "replicas": 2}), None,
+                                       ["(m0).router_policy: 'round_robin' cannot keep a client on one replica",
+                                        "use router_policy consistent_hash"]),
     # The roles' argument specs catch this one first, naming their variable for llmserve_models (the ingress role's
     # preflight runs first).
     "catalog-not-a-list": ({"llmserve_models": {"name": "m"}}, None,

@@ -306,3 +306,28 @@ def test_vllm_args_port():
 @pytest.mark.parametrize("name, expected", [("llama-3.1-8b", "vllm-llama-3-1-8b"), ("qwen", "vllm-qwen"), ("a.b.c", "vllm-a-b-c")])
 def test_k8s_name(name, expected):
     assert _catalog.k8s_name(name) == expected
+
+
+# -- the vllm-router of multi-replica models ----------------------------------------------------------------
+
+
+def test_a_router_fronts_models_with_several_replicas_or_an_hpa():
+    result = plan([model("one"), model("two", replicas=2), model("hpa", autoscaling={"enabled": True, "max_replicas": 3}),
+                   model("sticky", replicas=2, session_affinity=True), model("rr", replicas=2, router_policy="round_robin")],
+                  [node("ws", 16)])
+    assert result["errors"] == []
+    got = {n: (p["router_enabled"], p["router_policy"], p["backend_service"]) for n, p in by_name(result).items()}
+    assert got == {"one": (False, "cache_aware", "vllm-one"), "two": (True, "cache_aware", "vllm-two-router"),
+                   "hpa": (True, "cache_aware", "vllm-hpa-router"), "sticky": (True, "consistent_hash", "vllm-sticky-router"),
+                   "rr": (True, "round_robin", "vllm-rr-router")}
+
+
+@pytest.mark.parametrize("fields, expected", [
+    ({"router_policy": "power_of_two"}, "(one).router_policy: 'power_of_two' is not a vllm-router policy. Fix: use one of "
+                                        "cache_aware, consistent_hash, round_robin"),
+    ({"router_policy": 3}, "(one).router_policy: 3 is not a vllm-router policy"),
+    ({"router_policy": "cache_aware", "session_affinity": True}, "(one).router_policy: 'cache_aware' cannot keep a client on one replica"),
+])
+def test_router_policy_is_checked(fields, expected):
+    errors = plan([model("one", replicas=2, **fields)])["errors"]
+    assert len(errors) == 1 and expected in errors[0], errors

@@ -65,6 +65,10 @@ class VllmAt(VllmServer):
     def url(self):
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def address(self):
+        return self.host, self.port
+
     def command(self):
         return super().command() + ["--host", self.host]  # the last --host wins
 
@@ -121,13 +125,13 @@ class VllmRouter:
         except OSError:
             return "(no log)"
 
-    def wait_ready(self, timeout=90):
+    def wait_ready(self, timeout=90, headers=None):
         """Until the router answers /v1/models from a worker (it waits for its workers' /health at start)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"vllm-router exited with {self.proc.returncode}:\n{self.log_tail()}")
-            status, body = _get(self.url + "/v1/models")
+            status, body = _get(urllib.request.Request(self.url + "/v1/models", headers=headers or {}))
             if status == 200 and json.loads(body).get("data"):
                 return self
             time.sleep(0.5)
@@ -156,4 +160,28 @@ class VllmRouter:
 
     def __exit__(self, *exc):
         self.stop()
+        return False
+
+
+class VllmGroup:
+    """Several VllmAt started together (they load in parallel), all ready or all stopped: {key: (served name, host)}."""
+
+    def __init__(self, specs, ready_timeout=600, **kwargs):
+        self.servers = {key: VllmAt(name, host, **kwargs) for key, (name, host) in specs.items()}
+        self.ready_timeout = ready_timeout
+
+    def __enter__(self):
+        try:
+            for server in self.servers.values():
+                server.start()
+            for server in self.servers.values():
+                server.wait_ready(self.ready_timeout)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self.servers
+
+    def __exit__(self, *exc):
+        for server in self.servers.values():
+            server.stop()
         return False

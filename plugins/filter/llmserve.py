@@ -20,6 +20,26 @@ def vllm_args(plan, port=8000):
     return _catalog.vllm_args(plan, port)
 
 
+def serving_plan(models):
+    """Enabled catalog entries with how the front door reaches each (router or Service), for the ingress templates.
+
+    The same decision as the plan's (module_utils/_catalog.serving): a model with replicas > 1 or autoscaling has a router.
+    """
+    out = []
+    for entry in models or []:
+        if not isinstance(entry, dict) or not entry.get("name") or entry.get("enabled", True) is False:
+            continue
+        auto = entry.get("autoscaling") if isinstance(entry.get("autoscaling"), dict) else {}
+        out.append(dict(entry, **_catalog.serving(entry, entry.get("replicas", 1), auto.get("enabled") is True)))
+    return out
+
+
+def frontdoor_backend(model, port=8000):
+    """The front door's config entry of one served model (an item of serving_plan or of the plan's models)."""
+    return {"url": "http://%s:%d" % (model["backend_service"], int(port)),
+            "client_affinity": bool(model.get("router_enabled") and model.get("session_affinity"))}
+
+
 def gpu_nodes(hostnames, hostvars):
     """GPU facts per node: what nvidia_gpu_info found on the host (llmserve_gpu_facts), else the inventory's values."""
     nodes = []
@@ -51,4 +71,5 @@ def stale_objects(objects, enabled):
 
 class FilterModule:
     def filters(self):
-        return {"model_plan": model_plan, "vllm_args": vllm_args, "k8s_name": _catalog.k8s_name, "gpu_nodes": gpu_nodes, "stale_objects": stale_objects}
+        return {"model_plan": model_plan, "vllm_args": vllm_args, "k8s_name": _catalog.k8s_name, "gpu_nodes": gpu_nodes,
+                "serving_plan": serving_plan, "frontdoor_backend": frontdoor_backend, "stale_objects": stale_objects}

@@ -76,6 +76,15 @@ def k8s_name(name):
     return "vllm-" + name.replace(".", "-")
 
 
+def serving(entry, replicas, autoscaling):
+    """How the front door reaches a model: several replicas (or an HPA) get one vllm-router in front of them."""
+    router = bool(autoscaling) or (_is_int(replicas) and replicas > 1)
+    name = k8s_name(entry["name"])
+    return {"k8s_name": name, "session_affinity": entry.get("session_affinity") is True, "router_enabled": router,
+            "router_policy": entry.get("router_policy") or ("consistent_hash" if entry.get("session_affinity") is True else "cache_aware"),
+            "router_name": name + "-router", "backend_service": name + "-router" if router else name}
+
+
 def _closest(word, choices):
     """The known name a typo most likely meant, or None."""
     found = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
@@ -259,11 +268,7 @@ def _resolve(entry, defaults, classes, predownload):
     tp = spec["tensor_parallel_size"] if _is_int(spec["tensor_parallel_size"]) else 1
     spec["shm_size"] = "2Gi" if tp <= 1 else "%dGi" % (4 * tp)
     spec["base_replicas"] = auto["min_replicas"] if auto["enabled"] else spec["replicas"]
-    # Several replicas (or an HPA): one vllm-router in front of them; the front door sends the model's requests there.
-    spec["router_enabled"] = bool(auto["enabled"]) or (_is_int(spec["replicas"]) and spec["replicas"] > 1)
-    spec["router_policy"] = entry.get("router_policy") or ("consistent_hash" if spec["session_affinity"] else "cache_aware")
-    spec["router_name"] = spec["k8s_name"] + "-router"
-    spec["backend_service"] = spec["router_name"] if spec["router_enabled"] else spec["k8s_name"]
+    spec.update(serving(entry, spec["replicas"], auto["enabled"]))
     spec["placement"] = []
     return spec
 

@@ -22,11 +22,12 @@ def model_names(objects):
     return sorted({path.split("/")[1] for path in objects if path.startswith("models/")})
 
 
-def model_objects(objects, name):
-    """{kind: object} of one model's component."""
+def model_objects(objects, name, part="model"):
+    """{kind: object} of one model's component: the model's own objects, or (part="router") those of its vllm-router."""
     out = {}
     for path, obj in objects.items():
-        if path.startswith("models/%s/" % name):
+        is_router = ((obj.get("metadata") or {}).get("labels") or {}).get("app.kubernetes.io/component") == "router"
+        if path.startswith("models/%s/" % name) and is_router == (part == "router"):
             assert obj["kind"] not in out, "two %s in models/%s" % (obj["kind"], name)
             out[obj["kind"]] = obj
     return out

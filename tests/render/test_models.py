@@ -198,7 +198,7 @@ def test_strategy_per_replica_count(custom):
 
 
 def test_session_affinity_only_where_asked(multinode, custom):
-    for objects, sticky in ((multinode[1], {"llama-3.1-8b-multi"}), (custom[1], {"llama-auto"})):
+    for objects, sticky in ((multinode[1], set()), (custom[1], {"llama-auto"})):
         for name in model_names(objects):
             service = model_objects(objects, name)["Service"]["spec"]
             if name in sticky:

@@ -16,6 +16,9 @@ VLLM = pod("llm-serving", {"app.kubernetes.io/name": "vllm", "llmserve.io/model"
 TRAEFIK = pod("kube-system", {"app.kubernetes.io/name": "traefik", "app.kubernetes.io/instance": "traefik-kube-system"})
 COREDNS = pod("kube-system", {"k8s-app": "kube-dns"})
 PROMETHEUS = pod("monitoring", {"app.kubernetes.io/name": "prometheus"})
+FRONTDOOR = pod("llm-serving", {"app.kubernetes.io/name": "llmserve-frontdoor", "app.kubernetes.io/part-of": "llmserve"})
+ROUTER = pod("llm-serving", {"app.kubernetes.io/name": "vllm-router", "llmserve.io/model": "llama-3.1-8b-multi"})
+API_SERVER = {"ip": "192.168.1.10"}
 HF_CDN = {"ip": "18.164.174.23"}
 
 
@@ -39,7 +42,22 @@ def test_policies_and_roles_validate(workstation):
 
 
 @pytest.mark.parametrize("src, dst, port, protocol, expected", [
-    (TRAEFIK, VLLM, 8000, "TCP", True),
+    # The serving path: Traefik -> front door -> (router ->) model pods; nothing skips a hop.
+    (TRAEFIK, FRONTDOOR, 8080, "TCP", True),
+    (FRONTDOOR, VLLM, 8000, "TCP", True),
+    (FRONTDOOR, ROUTER, 8000, "TCP", True),
+    (ROUTER, VLLM, 8000, "TCP", True),
+    (ROUTER, API_SERVER, 6443, "TCP", True),    # service discovery of the model's pods
+    (TRAEFIK, VLLM, 8000, "TCP", False),        # the front door is the one way in
+    (TRAEFIK, ROUTER, 8000, "TCP", False),
+    (TRAEFIK, FRONTDOOR, 9090, "TCP", False),   # its metrics port is not the API
+    (FRONTDOOR, API_SERVER, 6443, "TCP", False),
+    (VLLM, API_SERVER, 6443, "TCP", False),
+    (FRONTDOOR, HF_CDN, 443, "TCP", False),
+    (ROUTER, FRONTDOOR, 8080, "TCP", False),
+    (PROMETHEUS, FRONTDOOR, 9090, "TCP", True),
+    (PROMETHEUS, ROUTER, 29000, "TCP", True),
+    (PROMETHEUS, FRONTDOOR, 8080, "TCP", False),
     (PROMETHEUS, VLLM, 8000, "TCP", True),
     (VLLM, COREDNS, 53, "UDP", True),
     (VLLM, COREDNS, 53, "TCP", True),
@@ -74,9 +92,9 @@ def test_predownloaded_models_get_no_https_and_scrapers_follow_the_variable(work
 def test_default_deny_holds_without_the_allow_policies(workstation):
     only_deny = [p for p in _policies(workstation) if p["metadata"]["name"] == "default-deny"]
     assert only_deny and only_deny[0]["spec"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
-    for src, dst, port in ((TRAEFIK, VLLM, 8000), (VLLM, COREDNS, 53), (PROMETHEUS, VLLM, 8000)):
+    for src, dst, port in ((TRAEFIK, FRONTDOOR, 8080), (FRONTDOOR, VLLM, 8000), (VLLM, COREDNS, 53), (PROMETHEUS, VLLM, 8000)):
         assert connection(only_deny, src, dst, port, "UDP" if port == 53 else "TCP") is False
-    assert connection([], TRAEFIK, VLLM, 8000) is True  # no policy at all: not isolated
+    assert connection([], TRAEFIK, FRONTDOOR, 8080) is True  # no policy at all: not isolated
 
 
 def _rules(role):

@@ -292,3 +292,13 @@ def test_client_affinity_sends_the_client_address_as_session_key(door, backends)
     # Models without it get no session header.
     call(door, "POST", "/v1/completions", b'{"model": "tiny-a", "prompt": "x"}')
     assert "X-Session-ID" not in backends["tiny-a"].seen[-1]["headers"]
+
+
+def test_default_model_takes_requests_that_name_none(backends):
+    config = {"models": {"tiny-a": {"url": backends["tiny-a"].url}, "tiny-b": {"url": backends["tiny-b"].url}}, "default_model": "tiny-b"}
+    with FrontDoor(config) as door:
+        status, headers, _ = call(door, "POST", "/v1/completions", b'{"prompt": "x"}', headers={})
+        assert status == 200 and headers["X-Backend"] == "tiny-b"
+        # require_bearer is off here: no Authorization header reaches the backend, and none is refused.
+        assert "Authorization" not in backends["tiny-b"].seen[-1]["headers"]
+        assert call(door, "POST", "/v1/completions", b'{"model": "tiny-c"}', headers={})[0] == 404

@@ -5,7 +5,8 @@
 
 Traefik (TLS, auth, per-client limits) sends every model path here; this routes, streams and refuses:
 
-- POST /v1/<anything>       to the model named by the JSON body's "model" (catalog name or a LoRA adapter name);
+- POST /v1/<anything>       to the model named by the JSON body's "model" (catalog name or a LoRA adapter name),
+                            or to default_model when the body names none (no default_model: 400);
 - ANY  /models/<name>/v1/*  to that model, the /models/<name> prefix stripped;
 - ANY  <ab path>/v1/*       to one of the A/B models, chosen by weight, the prefix stripped;
 - GET  /v1/models           the union of every model's own /v1/models (entries as each backend reports them).
@@ -39,7 +40,7 @@ HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", 
        "transfer-encoding", "upgrade", "host", "content-length"}
 DEFAULTS = {"listen": {"host": "0.0.0.0", "port": 8080}, "admin": {"host": "0.0.0.0", "port": 9090},
             "max_request_body_bytes": 10485760, "require_bearer": False, "connect_timeout_s": 5,
-            "read_timeout_s": 600, "health_interval_s": 10, "health_path": "/health", "ab_tests": {}}
+            "read_timeout_s": 600, "health_interval_s": 10, "health_path": "/health", "ab_tests": {}, "default_model": ""}
 
 
 def load_config(path):
@@ -55,6 +56,8 @@ def load_config(path):
             raise SystemExit("%s: models.%s.url must be an http(s) base URL, e.g. http://vllm-x:8000" % (path, name))
         backend["url"] = backend["url"].rstrip("/")
         backend.setdefault("served_names", [])
+    if config["default_model"] and config["default_model"] not in models:
+        raise SystemExit("%s: default_model %r is not one of the models" % (path, config["default_model"]))
     for prefix, choices in config["ab_tests"].items():
         if not re.match(r"^/[a-z0-9][-a-z0-9]*$", prefix) or not choices or any(c.get("model") not in models for c in choices):
             raise SystemExit("%s: ab_tests.%s must be a path such as /ab with [{model, weight}] of known models" % (path, prefix))
@@ -202,6 +205,8 @@ class FrontDoor:
             wanted = json.loads(body).get("model")
         except (ValueError, AttributeError, UnicodeDecodeError):
             return "", error(400, "The request body is not a JSON object.", code="invalid_json")
+        if (wanted is None or wanted == "") and self.config["default_model"]:
+            wanted = self.config["default_model"]  # vLLM serves a request without "model" with its own model
         if wanted is None or wanted == "":
             return "", error(400, "Missing 'model': name one of %s." % ", ".join(self.known()), code="missing_model", param="model")
         if not isinstance(wanted, str) or wanted not in self.names:

@@ -51,23 +51,24 @@ def serving_vllms():
 
 
 @pytest.fixture(scope="session")
-def serving_router(serving_vllms):
-    """The real vllm-router (cache_aware, the catalog default) over tiny-multi's two replicas."""
+def serving_router(serving_bundles, serving_vllms):
+    """The real vllm-router with the rendered Deployment's arguments (policy cache_aware, the catalog default) over
+    tiny-multi's two replicas (--worker-urls: its Kubernetes service discovery cannot run here)."""
+    (deployment,) = find(serving_bundles["api-key"], "Deployment", "vllm-tiny-multi-router")
     replicas = [serving_vllms["tiny-multi-0"].url, serving_vllms["tiny-multi-1"].url]
-    with VllmRouter(replicas, policy="cache_aware", host=ADDRESSES["router"]) as router:
+    with VllmRouter.from_deployment(deployment, replicas, ADDRESSES["router"]) as router:
         router.wait_ready(120, headers={"Authorization": "Bearer " + SERVING_KEY})
         yield router
 
 
 @pytest.fixture(scope="session")
 def serving(serving_bundles, serving_pki, serving_vllms, serving_router, tmp_path_factory):
-    """api-key mode: real Traefik (rendered CRs, via the API stand-in) -> front door -> vLLM / vllm-router -> vLLM."""
+    """api-key mode: real Traefik (rendered CRs, via the API stand-in) -> front door (rendered config) -> vLLM, or
+    vllm-router -> two vLLMs."""
     bundle = serving_bundles["api-key"]
     urls = {"tiny-a": serving_vllms["tiny-a"].url, "tiny-b": serving_vllms["tiny-b"].url, "tiny-multi": serving_router.url}
-    services = {"vllm-tiny-a": [serving_vllms["tiny-a"].address], "vllm-tiny-b": [serving_vllms["tiny-b"].address],
-                "vllm-tiny-multi": [(serving_router.host, serving_router.port)]}
     with frontdoor_for(bundle, urls, True, ADDRESSES["frontdoor"]) as door:
-        services["llmserve-frontdoor"] = [(ADDRESSES["frontdoor"], door.config["listen"]["port"])]
+        services = {"llmserve-frontdoor": [(ADDRESSES["frontdoor"], door.config["listen"]["port"])]}
         with ServingStack(bundle, serving_pki, HOST, services, tmp_path_factory.mktemp("traefik-api-key")) as stack:
             stack.frontdoor, stack.vllms, stack.router, stack.bundle = door, serving_vllms, serving_router, bundle
             stack.client.headers["Authorization"] = "Bearer " + SERVING_KEY
@@ -86,7 +87,6 @@ def serving_basic(serving_bundles, serving_pki, tmp_path_factory):
         echoes = {n: stack.enter_context(EchoBackend(n, ADDRESSES["echo"])) for n in names}
         door = stack.enter_context(frontdoor_for(bundle, {n: e.url for n, e in echoes.items()}, False, ADDRESSES["frontdoor"]))
         services = {"llmserve-frontdoor": [(ADDRESSES["frontdoor"], door.config["listen"]["port"])]}
-        services.update({"vllm-" + n: [e.address] for n, e in echoes.items()})
         serving = stack.enter_context(ServingStack(bundle, serving_pki, HOST, services,
                                                    tmp_path_factory.mktemp("traefik-basic"), extra=[secret]))
         serving.frontdoor, serving.bundle = door, bundle

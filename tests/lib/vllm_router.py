@@ -103,6 +103,33 @@ class VllmRouter:
         self.log_path = pathlib.Path(log_dir or CACHE / "logs") / f"vllm-router-{policy}-{self.port}.log"
         self.proc = None
 
+    # Rendered arguments that only make sense in the cluster (where to listen, Kubernetes service discovery).
+    _CLUSTER_ONLY = {"--host": 1, "--port": 1, "--prometheus-host": 1, "--prometheus-port": 1, "--service-discovery": 0,
+                     "--selector": None, "--service-discovery-port": 1, "--service-discovery-namespace": 1}
+
+    @classmethod
+    def from_deployment(cls, deployment, worker_urls, host, **kwargs):
+        """A router with the rendered Deployment's arguments (policy and the rest), less the cluster-only ones,
+        over fixed worker URLs."""
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        args, kept, i = list(container.get("args") or []), [], 0
+        while i < len(args):
+            width = cls._CLUSTER_ONLY.get(args[i], "keep")
+            if width == "keep":
+                kept.append(args[i])
+                i += 1
+                continue
+            i += 1
+            if width is None:  # a list of values: up to the next flag
+                while i < len(args) and not args[i].startswith("--"):
+                    i += 1
+            else:
+                i += width
+        policy = kept[kept.index("--policy") + 1] if "--policy" in kept else "cache_aware"
+        if "--policy" in kept:
+            del kept[kept.index("--policy"):kept.index("--policy") + 2]
+        return cls(worker_urls, policy=policy, host=host, extra_args=kept, **kwargs)
+
     @property
     def url(self):
         return f"http://{self.host}:{self.port}"

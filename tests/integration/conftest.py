@@ -9,7 +9,7 @@ import contextlib
 import pytest
 
 from traefik_stack import (ADDRESSES, AUTH_MODES, BASIC_USER, HOST, SERVING_KEY, SERVING_MODELS, EchoBackend,
-                           ServingStack, basic_auth_secret, find, frontdoor_for, make_secrets, render_serving)
+                           ServingStack, find, frontdoor_for, make_secrets, render_serving)
 from vllm_router import VllmGroup, VllmRouter
 from vllm_server import VllmServer
 
@@ -80,14 +80,12 @@ def serving_basic(serving_bundles, serving_pki, tmp_path_factory):
     """basic mode, from the second render: real Traefik (BasicAuth from the role's Secret) -> front door -> echo
     backends that show what arrives (the user header Traefik sets)."""
     bundle = serving_bundles["basic"]
-    (middleware,) = find(bundle, "Middleware", "llm-auth-basic")
-    secret = basic_auth_secret(serving_pki, middleware["spec"]["basicAuth"]["secret"], middleware["metadata"]["namespace"])
     names = [m["name"] for m in SERVING_MODELS]
     with contextlib.ExitStack() as stack:
         echoes = {n: stack.enter_context(EchoBackend(n, ADDRESSES["echo"])) for n in names}
         door = stack.enter_context(frontdoor_for(bundle, {n: e.url for n, e in echoes.items()}, False, ADDRESSES["frontdoor"]))
         services = {"llmserve-frontdoor": [(ADDRESSES["frontdoor"], door.config["listen"]["port"])]}
         serving = stack.enter_context(ServingStack(bundle, serving_pki, HOST, services,
-                                                   tmp_path_factory.mktemp("traefik-basic"), extra=[secret]))
+                                                   tmp_path_factory.mktemp("traefik-basic")))
         serving.frontdoor, serving.bundle = door, bundle
         yield serving

@@ -191,17 +191,20 @@ class IngressClient:
             if own:
                 conn.close()
 
-    def stream(self, path, body, headers=None, source_ip=None):
-        """POST a streamed request; returns (status, [(seconds since the request was sent, chunk bytes), ...])."""
+    def stream(self, path, body, headers=None, source_ip=None, conn=None):
+        """POST a streamed request (on `conn`, a kept-alive connection, or a new one); returns
+        (status, [(seconds since the request was sent, chunk bytes), ...])."""
         data = json.dumps(body).encode()
-        conn = self.connection(source_ip)
+        own = conn is None
+        conn = conn or self.connection(source_ip)
         try:
             sent = time.perf_counter()
             conn.request("POST", path, body=data, headers=self._headers(headers, data))
             response = conn.getresponse()
             return response.status, read_chunks(response, sent)
         finally:
-            conn.close()
+            if own:
+                conn.close()
 
 
 def read_chunks(response, sent):
@@ -214,10 +217,11 @@ def read_chunks(response, sent):
         chunks.append((time.perf_counter() - sent, piece))
 
 
-def plain_stream(url, body, headers=None, timeout=60):
+def plain_stream(url, body, headers=None, timeout=60, conn=None):
     """The same as IngressClient.stream, straight to an http:// URL (the direct path to vLLM)."""
     parsed = urllib.parse.urlsplit(url)
-    conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=timeout)
+    own = conn is None
+    conn = conn or http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=timeout)
     try:
         data = json.dumps(body).encode()
         sent = time.perf_counter()
@@ -225,4 +229,5 @@ def plain_stream(url, body, headers=None, timeout=60):
         response = conn.getresponse()
         return response.status, read_chunks(response, sent)
     finally:
-        conn.close()
+        if own:
+            conn.close()

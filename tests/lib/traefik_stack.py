@@ -106,6 +106,17 @@ def endpoint_slice(service, backends):
     return slices
 
 
+def role_secrets(bundle, pki):
+    """The Secrets the ingress role applies beside the bundle besides TLS: the basic-auth users when a BasicAuth
+    Middleware names them."""
+    out = []
+    for middleware in (o for o in bundle.values() if o.get("kind") == "Middleware"):
+        basic = middleware["spec"].get("basicAuth")
+        if basic:
+            out.append(basic_auth_secret(pki, basic["secret"], middleware["metadata"]["namespace"]))
+    return out
+
+
 NODE = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "standin-node", "labels": {"kubernetes.io/hostname": "standin-node"}},
         "status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
                    "conditions": [{"type": "Ready", "status": "True"}]}}
@@ -227,7 +238,8 @@ class ServingStack:
         (ingress_route,) = find(bundle, "IngressRoute", "llm-api")
         namespace = ingress_route["metadata"]["namespace"]
         secret_name = ingress_route["spec"]["tls"]["secretName"]
-        objects = bundle_objects(bundle) + [NODE, tls_secret(pki, host, secret_name, namespace), *extra]
+        objects = bundle_objects(bundle) + [NODE, tls_secret(pki, host, secret_name, namespace),
+                                            *role_secrets(bundle, pki), *extra]
         for service in find(bundle, "Service"):
             backends = services.get(service["metadata"]["name"])
             if backends:

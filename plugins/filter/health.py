@@ -9,20 +9,23 @@ from ansible.errors import AnsibleFilterError
 
 from ansible_collections.llmserve.k3s.plugins.module_utils import _catalog, _diagnose
 
-ENDPOINTS = ("service", "ingress")
+ENDPOINTS = ("service", "ingress", "shared")
+DEFAULT_ENDPOINTS = ("service", "ingress")
 
 
-def health_targets(models, endpoints=ENDPOINTS, urls=None, namespace="llm-serving", ingress_host=None,
+def health_targets(models, endpoints=DEFAULT_ENDPOINTS, urls=None, namespace="llm-serving", ingress_host=None,
                    ingress_scheme="https", cluster_ips=None, port=8000):
-    """[{model, endpoint, url}] to check: per enabled model, its Service and its ingress path.
+    """[{model, endpoint, url}] to check: per enabled model, its Service, its ingress path and the shared endpoint.
 
-    urls: {model: {service: URL, ingress: URL}} overrides. Without one, the Service is reached at its ClusterIP
-    when cluster_ips knows it (from a node), else at its cluster DNS name (inside the cluster); the ingress at
-    <scheme>://<ingress_host>/models/<name>, skipped when no ingress host is set.
+    urls: {model: {service: URL, ingress: URL, shared: URL}} overrides. Without one, the Service is reached at its
+    ClusterIP when cluster_ips knows it (from a node), else at its cluster DNS name (inside the cluster); the ingress
+    at <scheme>://<ingress_host>/models/<name>; shared is the one /v1 of every model, <scheme>://<ingress_host>, where
+    the model must be listed by /v1/models and answer a completion that names it (the front door routes by name).
+    Both ingress endpoints are skipped when no ingress host is set.
     """
     unknown = sorted(set(endpoints or []) - set(ENDPOINTS))
     if unknown:
-        raise AnsibleFilterError("llmserve_health_endpoints has %s: use service and/or ingress" % ", ".join(unknown))
+        raise AnsibleFilterError("llmserve_health_endpoints has %s: use service, ingress and/or shared" % ", ".join(unknown))
     urls = urls or {}
     cluster_ips = cluster_ips or {}
     targets = []
@@ -34,7 +37,7 @@ def health_targets(models, endpoints=ENDPOINTS, urls=None, namespace="llm-servin
         name = model["name"]
         override = urls.get(name) or {}
         if not isinstance(override, dict):
-            raise AnsibleFilterError("llmserve_health_urls[%r] is %r: give {service: URL, ingress: URL}"
+            raise AnsibleFilterError("llmserve_health_urls[%r] is %r: give {service: URL, ingress: URL, shared: URL}"
                                      % (name, override))
         k8s = _catalog.k8s_name(name)
         for endpoint in endpoints:
@@ -44,6 +47,8 @@ def health_targets(models, endpoints=ENDPOINTS, urls=None, namespace="llm-servin
                 url = "http://%s:%s" % (host, port)
             if not url and endpoint == "ingress" and ingress_host:
                 url = "%s://%s/models/%s" % (ingress_scheme, ingress_host, name)
+            if not url and endpoint == "shared" and ingress_host:
+                url = "%s://%s" % (ingress_scheme, ingress_host)
             if url:
                 targets.append({"model": name, "endpoint": endpoint, "url": url})
     return targets

@@ -128,7 +128,7 @@ def test_health_playbook_bad_settings_name_the_variable():
     result = run_playbook("health.yml", "inventories/workstation", extra_vars={
         "llmserve_models": [{"name": "tiny-llama"}], "llmserve_health_endpoints": ["pod"]})
     assert result.returncode != 0
-    assert "llmserve_health_endpoints=['pod'] (give service and/or ingress)" in result.stdout
+    assert "llmserve_health_endpoints=['pod'] (give service, ingress and/or shared)" in result.stdout
 
 
 def test_health_playbook_default_service_url_is_the_cluster_dns_name():

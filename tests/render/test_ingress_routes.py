@@ -1,16 +1,24 @@
 """The ingress bundle, rendered by the real playbook in the default and in non-default configurations.
 
-Traefik itself does not run here: the routes are checked as data (CRD schemas of Traefik v3.7 and helm-controller,
-rule expressions evaluated against request paths, StripPrefix applied to them) - not by sending requests.
+Here the routes are checked as data (CRD schemas of Traefik v3.7 and helm-controller, rule expressions evaluated
+against request paths, the front door's prefix strip applied to them); the real Traefik, front door and vLLM run in
+the end-to-end tests.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import pathlib
+
 import pytest
+import yaml
 
 from k8s_schema import load_bundle, validate
 from playbook import render
-from traefik_rules import matches, strip_prefixes
+from traefik_rules import matches
+
+SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "roles" / "ingress" / "files" / "llmserve_frontdoor.py"
 
 HOST = "llm.university.local"
 ALLOWED = ["/v1/chat/completions", "/v1/completions", "/v1/models", "/v1/embeddings"]
@@ -44,14 +52,14 @@ def basic_ab(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def forward_cookie(tmp_path_factory):
-    """Multinode, ForwardAuth to an SSO proxy, cookie affinity, no in-flight/buffering; ingress component alone."""
+    """Multinode, ForwardAuth to an SSO proxy, no in-flight limit, a small body limit; ingress component alone."""
     return _render(tmp_path_factory, "forward", "inventories/multinode", {
         "llmserve_auth_mode": "forward",
         "ingress_forward_auth": {"address": "http://oauth2-proxy.auth.svc:4180/oauth2/auth", "trust_forward_header": True,
                                  "response_headers": ["X-Auth-Request-User"]},
-        "ingress_session_affinity": "cookie",
         "ingress_in_flight": {"enabled": False, "amount": 1},
-        "ingress_buffering": {"enabled": False, "max_request_body_bytes": 1},
+        "ingress_max_request_body_bytes": 65536,
+        "ingress_alias_headers_strategy": "reject",
         "ingress_http_redirect": False,
         "llmserve_ingress_tls_mode": "cert-manager",
         "ingress_cert_manager_issuer": "campus-ca",
@@ -82,106 +90,121 @@ ALL = ["workstation", "multinode", "basic_ab", "forward_cookie"]
 def test_every_ingress_object_validates_against_the_crds(name, request):
     bundle = request.getfixturevalue(name)
     objects = {p: o for p, o in bundle[1].items() if p.startswith("ingress/") and o["kind"] != "Certificate"}
-    assert {"IngressRoute", "Middleware", "HelmChartConfig"} <= {o["kind"] for o in objects.values()}
+    assert {"IngressRoute", "Middleware", "HelmChartConfig", "Deployment", "Service", "ConfigMap"} <= {o["kind"] for o in objects.values()}
     errors = {p: e for p, o in objects.items() if (e := validate(o))}
     assert errors == {}
 
 
+def _door_config(bundle):
+    (cm,) = [o for o in _objects(bundle, "ConfigMap") if o["metadata"]["name"] == "llmserve-frontdoor"]
+    return json.loads(cm["data"]["config.json"])
+
+
+def _door_path(path, config):
+    """The path the front door forwards (it strips /models/<name> and the A/B prefix); None when it refuses."""
+    if path.startswith("/models/"):
+        name, _, rest = path[len("/models/"):].partition("/")
+        return "/" + rest if name in config["models"] and rest.startswith("v1/") else None
+    for prefix in config["ab_tests"]:
+        if path.startswith(prefix + "/v1/"):
+            return path[len(prefix):]
+    return path if path.startswith("/v1/") else None
+
+
 @pytest.mark.parametrize("name", ALL)
-def test_every_route_has_rate_limit_and_authentication(name, request):
+def test_one_router_carries_every_model_path_with_the_limits(name, request):
+    """Traefik builds one RateLimit / InFlightReq per router: one router for every path keeps the limits per client."""
     bundle = request.getfixturevalue(name)
     route = _route_obj(bundle)
     mws = _middlewares(bundle)
     mode = {"basic_ab": "basic", "forward_cookie": "forward"}.get(name, "api-key")
-    assert route["spec"]["routes"], "no routes"
-    for r in route["spec"]["routes"]:
-        names = [m["name"] for m in r["middlewares"]]
-        assert "rateLimit" in mws[names[names.index("llm-rate-limit")]]
-        if mode == "api-key":
-            # vLLM checks the key; Traefik refuses requests without a bearer token before they reach it.
-            path = r["match"].split("PathPrefix(`")[1].split("`")[0] + "models"
-            assert matches(r["match"], {"host": HOST, "path": path, "headers": BEARER})
-            for headers in ({}, {"Authorization": "Basic YWxpY2U6eA=="}, {"Authorization": "Bearer "}):
-                assert not matches(r["match"], {"host": HOST, "path": path, "headers": headers}), (r["match"], headers)
-        else:
-            auth = "llm-auth-" + mode
-            assert auth in names and names.index(auth) > names.index("llm-rate-limit")
-            assert ("basicAuth" if mode == "basic" else "forwardAuth") in mws[auth]
-        if name == "basic_ab":
-            assert names[0] == "llm-ip-allow-list"
-        if name != "forward_cookie":
-            assert {"llm-in-flight", "llm-buffering"} <= set(names)
-        for n in names:
-            assert n in mws, "route references missing middleware " + n
+    (only,) = route["spec"]["routes"]
+    paths = ["/v1/chat/completions", "/v1/models"] + ["/models/%s/v1/completions" % m for m in _door_config(bundle)["models"]]
+    if name == "basic_ab":
+        paths.append("/ab/v1/chat/completions")
+    for path in paths:
+        # No header in the match: a request without a key reaches the front door, which answers 401.
+        assert matches(only["match"], {"host": HOST, "path": path, "headers": {}}), (only["match"], path)
+    assert only["services"] == [{"name": "llmserve-frontdoor", "port": 8080}]
+    names = [m["name"] for m in only["middlewares"]]
+    assert "rateLimit" in mws[names[names.index("llm-rate-limit")]]
+    if mode == "api-key":
+        assert _door_config(bundle)["require_bearer"] is True
+        assert not any(n.startswith("llm-auth-") for n in names)
+    else:
+        assert _door_config(bundle)["require_bearer"] is False
+        auth = "llm-auth-" + mode
+        assert auth in names and names.index(auth) > names.index("llm-rate-limit")
+        assert ("basicAuth" if mode == "basic" else "forwardAuth") in mws[auth]
+    if name == "basic_ab":
+        assert names[0] == "llm-ip-allow-list"
+    assert ("llm-in-flight" in names) == (name != "forward_cookie")
+    for n in names:
+        assert n in mws, "route references missing middleware " + n
+    # Nothing buffers answers (streaming): no Buffering middleware and no StripPrefix (the front door strips).
+    assert not [n for n, spec in mws.items() if "buffering" in spec or "stripPrefix" in spec]
+    assert not _objects(bundle, "TraefikService")
 
 
 @pytest.mark.parametrize("name", ALL)
 def test_no_route_reaches_a_non_v1_vllm_path(name, request):
     bundle = request.getfixturevalue(name)
     route = _route_obj(bundle)
-    mws = _middlewares(bundle)
+    config = _door_config(bundle)
     prefixes = ["", "/ab"] + ["/models/%s" % m for m in _enabled(bundle) or ["llama-3.1-8b", "mixtral-8x7b"]]
     for r in route["spec"]["routes"]:
-        strip = [p for n in r["middlewares"] for p in mws[n["name"]].get("stripPrefix", {}).get("prefixes", [])]
         for prefix in prefixes:
             for path in DENIED:
                 req = {"host": HOST, "path": prefix + path, "headers": BEARER}
                 if matches(r["match"], req):
-                    # Whatever matches must still reach vLLM on a /v1/ path after StripPrefix.
-                    assert strip_prefixes(prefix + path, strip).startswith("/v1/"), (r["match"], prefix + path)
+                    # Whatever matches must still reach a model on a /v1/ path after the front door's prefix strip.
+                    forwarded = _door_path(prefix + path, config)
+                    assert forwarded is None or forwarded.startswith("/v1/"), (r["match"], prefix + path)
         assert not matches(r["match"], {"host": "other.example", "path": "/v1/models", "headers": BEARER})
 
 
-def test_every_enabled_model_has_its_strip_prefix_route(workstation, multinode):
+def test_front_door_serves_every_enabled_model_through_its_router_or_service(workstation, multinode):
     for bundle in (workstation, multinode):
-        route = _route_obj(bundle)
-        mws = _middlewares(bundle)
+        config = _door_config(bundle)
         names = _enabled(bundle)
-        assert names
+        assert names and sorted(config["models"]) == names
         for model in names:
-            path = "/models/%s/v1/chat/completions" % model
-            hits = [r for r in route["spec"]["routes"] if matches(r["match"], {"host": HOST, "path": path, "headers": BEARER})]
-            assert len(hits) == 1, (model, hits)
-            (hit,) = hits
-            assert hit["services"][0]["name"] == "vllm-" + model.replace(".", "-")
-            assert hit["services"][0]["port"] == 8000
-            strip = [p for n in hit["middlewares"] for p in mws[n["name"]].get("stripPrefix", {}).get("prefixes", [])]
-            assert strip == ["/models/" + model]
-            assert strip_prefixes(path, strip) == "/v1/chat/completions"
-        # A disabled catalog entry gets no route (workstation: llama-3.1-8b-multi is disabled).
-        routed = {r["services"][0]["name"] for r in route["spec"]["routes"]}
-        assert routed <= {"vllm-" + n.replace(".", "-") for n in names} | {"llm-ab-test"}
-    assert not any("llama-3.1-8b-multi" in r["match"] for r in _route_obj(workstation)["spec"]["routes"])
+            service = "vllm-" + model.replace(".", "-")
+            routers = [o for p, o in bundle[1].items() if p.startswith("models/%s/" % model)
+                       and o["kind"] == "Service" and o["metadata"]["name"] == service + "-router"]
+            # Several replicas: the model's vllm-router; one: the model's Service. Either way a Service the bundle has.
+            expected = service + "-router" if routers else service
+            assert config["models"][model]["url"] == "http://%s:8000" % expected
+            assert [o for o in bundle[1].values() if o["kind"] == "Service" and o["metadata"]["name"] == expected]
+    # A disabled catalog entry is not served (workstation: llama-3.1-8b-multi is disabled); multinode runs it on a router.
+    assert "llama-3.1-8b-multi" not in _door_config(workstation)["models"]
+    assert "llama-3.1-8b-multi" not in _route_obj(workstation)["spec"]["routes"][0]["match"]
+    assert _door_config(multinode)["models"]["llama-3.1-8b-multi"] == {"url": "http://vllm-llama-3-1-8b-multi-router:8000",
+                                                                        "client_affinity": False}
 
 
-def test_root_v1_goes_to_the_default_model(workstation, basic_ab):
-    for bundle, default in ((workstation, "llama-3.1-8b"), (basic_ab, "mixtral-8x7b")):
+def test_default_model_and_tls(workstation, basic_ab):
+    assert _door_config(workstation)["default_model"] == ""  # a body without "model" gets 400
+    assert _door_config(basic_ab)["default_model"] == "mixtral-8x7b"
+    for bundle in (workstation, basic_ab):
         route = _route_obj(bundle)
-        hits = [r for r in route["spec"]["routes"] if matches(r["match"], {"host": HOST, "path": "/v1/models", "headers": BEARER})]
-        assert len(hits) == 1
-        assert hits[0]["services"] == [{"name": "vllm-" + default.replace(".", "-"), "port": 8000}]
-        assert route["metadata"]["annotations"]["llmserve.io/default-model"] == default
         assert route["spec"]["tls"] == {"secretName": "llm-ingress-tls"}
         assert route["spec"]["entryPoints"] == ["websecure"]
 
 
-def test_ab_test_is_a_weighted_traefik_service(basic_ab):
-    (svc,) = _objects(basic_ab, "TraefikService")
-    assert svc["spec"]["weighted"]["services"] == [
-        {"name": "vllm-llama-3-1-8b", "port": 8000, "weight": 90}, {"name": "vllm-mixtral-8x7b", "port": 8000, "weight": 10}]
-    route = _route_obj(basic_ab)
-    hits = [r for r in route["spec"]["routes"] if matches(r["match"], {"host": HOST, "path": "/ab/v1/chat/completions"})]
-    assert len(hits) == 1 and hits[0]["services"] == [{"name": "llm-ab-test", "kind": "TraefikService"}]
-    assert _middlewares(basic_ab)["strip-ab-test"]["stripPrefix"]["prefixes"] == ["/ab"]
+def test_ab_test_is_a_weighted_choice_of_the_front_door(basic_ab):
+    assert _door_config(basic_ab)["ab_tests"] == {"/ab": [{"model": "llama-3.1-8b", "weight": 90}, {"model": "mixtral-8x7b", "weight": 10}]}
+    assert _door_path("/ab/v1/chat/completions", _door_config(basic_ab)) == "/v1/chat/completions"
 
 
-def test_limits_and_allow_list_carry_the_configured_values(basic_ab):
+def test_limits_and_allow_list_carry_the_configured_values(basic_ab, forward_cookie):
     mws = _middlewares(basic_ab)
     assert mws["llm-rate-limit"]["rateLimit"] == {
         "average": 5, "period": "1m", "burst": 10, "sourceCriterion": {"requestHeaderName": "Authorization"},
         "redis": {"endpoints": ["redis.traefik.svc:6379"], "db": 2, "secret": "redis-auth"}}
     assert mws["llm-in-flight"]["inFlightReq"] == {"amount": 8, "sourceCriterion": {"requestHeaderName": "Authorization"}}
-    assert mws["llm-buffering"]["buffering"] == {"maxRequestBodyBytes": 10485760}
+    assert _door_config(basic_ab)["max_request_body_bytes"] == 10485760
+    assert _door_config(forward_cookie)["max_request_body_bytes"] == 65536
     assert mws["llm-ip-allow-list"]["ipAllowList"] == {"sourceRange": ["10.0.0.0/8", "192.0.2.7", "2001:db8::/32"],
                                                        "ipStrategy": {"depth": 1}}
     basic = mws["llm-auth-basic"]["basicAuth"]
@@ -193,14 +216,36 @@ def test_limits_and_allow_list_carry_the_configured_values(basic_ab):
     assert hcc["metadata"] == {"name": "traefik", "namespace": "kube-system", "labels": hcc["metadata"]["labels"]}
 
 
-def test_multi_replica_model_keeps_clients_on_one_replica(multinode, forward_cookie):
-    # Traefik balances over the pod endpoints itself, so the Service's ClientIP affinity does not apply through it.
-    svc = [r for r in _route_obj(multinode)["spec"]["routes"] if "/models/llama-3.1-8b-multi/" in r["match"]][0]["services"][0]
-    assert svc == {"name": "vllm-llama-3-1-8b-multi", "port": 8000, "strategy": "hrw"}
-    plain = [r for r in _route_obj(multinode)["spec"]["routes"] if "/models/mixtral-8x7b/" in r["match"]][0]["services"][0]
-    assert "strategy" not in plain and "sticky" not in plain
-    svc = [r for r in _route_obj(forward_cookie)["spec"]["routes"] if "/models/llama-3.1-8b-multi/" in r["match"]][0]["services"][0]
-    assert svc["sticky"]["cookie"]["name"] == "llmserve_affinity" and svc["sticky"]["cookie"]["secure"] is True
+@pytest.mark.parametrize("name, strategy", [("workstation", "delete"), ("forward_cookie", "reject")])
+def test_no_client_can_spoof_identity_headers(name, strategy, request):
+    (hcc,) = _objects(request.getfixturevalue(name), "HelmChartConfig")
+    args = yaml.safe_load(hcc["spec"]["valuesContent"])["additionalArguments"]
+    for entry_point in ("web", "websecure"):
+        assert "--entryPoints.%s.http.aliasHeadersStrategy=%s" % (entry_point, strategy) in args
+
+
+def test_front_door_runs_the_shipped_script_with_a_config_it_accepts(workstation, tmp_path):
+    (cm,) = [o for o in _objects(workstation, "ConfigMap") if o["metadata"]["name"] == "llmserve-frontdoor"]
+    assert cm["data"]["llmserve_frontdoor.py"] == SCRIPT.read_text(encoding="utf-8")
+    spec = importlib.util.spec_from_file_location("llmserve_frontdoor", SCRIPT)
+    door = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(door)
+    (tmp_path / "config.json").write_text(cm["data"]["config.json"], encoding="utf-8")
+    config = door.load_config(tmp_path / "config.json")
+    assert config["listen"]["port"] == 8080 and config["admin"]["port"] == 9090
+    (deployment,) = _objects(workstation, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == "docker.io/vllm/vllm-openai:v0.32.0"
+    assert container["command"] == ["python3", "/etc/llmserve-frontdoor/llmserve_frontdoor.py", "/etc/llmserve-frontdoor/config.json"]
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"http": 8080, "metrics": 9090}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert pod["volumes"] == [{"name": "config", "configMap": {"name": "llmserve-frontdoor"}}]
+    assert container["volumeMounts"][0]["mountPath"] == "/etc/llmserve-frontdoor"
+    # The pods the Service and the route reach are these.
+    (service,) = _objects(workstation, "Service")
+    assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == {"http": 8080, "metrics": 9090}
 
 
 def test_forward_auth_and_cert_manager(forward_cookie):

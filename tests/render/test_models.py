@@ -23,7 +23,8 @@ def bundle(request):
 
 
 def _deployments(objects):
-    return of_kind(objects, "Deployment").values()
+    """The model servers (not the front door, not the routers)."""
+    return [o for o in of_kind(objects, "Deployment").values() if o["metadata"]["labels"]["app.kubernetes.io/name"] == "vllm"]
 
 
 def test_every_enabled_model_and_no_disabled_one(workstation, multinode, custom):
@@ -340,3 +341,51 @@ def test_placement_fits_the_nodes(multinode):
             used[node] += gpus
     assert sum(used.values()) == 5
     assert all(used[n] <= capacity[n] for n in capacity), used
+
+
+def _router_arg(deployment, flag):
+    (router,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert router["name"] == "router"
+    return router["args"][router["args"].index(flag) + 1] if flag in router["args"] else None
+
+
+def test_a_router_only_where_a_model_has_several_replicas(workstation, multinode, custom):
+    """workstation: one replica each, no router; multinode: llama-3.1-8b-multi (2 + HPA, cache_aware);
+    custom: qwen-1.5b (3 replicas, cache_aware) and llama-auto (HPA from 1, session_affinity: consistent_hash)."""
+    for objects, expected in ((workstation[1], {}), (multinode[1], {"llama-3.1-8b-multi": "cache_aware"}),
+                              (custom[1], {"qwen-1.5b": "cache_aware", "llama-auto": "consistent_hash"})):
+        found = {}
+        for name in model_names(objects):
+            router = model_objects(objects, name, part="router")
+            if router:
+                assert sorted(router) == ["Deployment", "Role", "RoleBinding", "Service", "ServiceAccount"], name
+                found[name] = _router_arg(router["Deployment"], "--policy")
+        assert found == expected
+
+
+def test_router_discovers_exactly_its_models_pods(multinode):
+    objects = multinode[1]
+    model = model_objects(objects, "llama-3.1-8b-multi")
+    router = model_objects(objects, "llama-3.1-8b-multi", part="router")
+    deployment = router["Deployment"]
+    assert [validate(o) for o in router.values()] == [[]] * len(router)
+    (c,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert c["image"] == "docker.io/vllm/vllm-router:v0.1.17" and c["command"] == ["vllm-router"]
+    args = c["args"]
+    assert "--service-discovery" in args and _router_arg(deployment, "--service-discovery-namespace") == "llm-serving"
+    selector = args[args.index("--selector") + 1:args.index("--service-discovery-port")]
+    # The selector is the model Service's: every pod of this model, none of another model, not the router itself.
+    assert dict(s.split("=", 1) for s in selector) == model["Service"]["spec"]["selector"]
+    pod_labels = model["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    assert model["Service"]["spec"]["selector"].items() <= pod_labels.items()
+    assert not model["Service"]["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    assert _router_arg(deployment, "--service-discovery-port") == "8000" and _router_arg(deployment, "--port") == "8000"
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": 8000, "metrics": 29000}
+    assert _router_arg(deployment, "--prometheus-port") == "29000" and _router_arg(deployment, "--prometheus-host") == "0.0.0.0"
+    # It may read pods of its namespace and nothing else.
+    assert router["Role"]["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]
+    assert router["RoleBinding"]["subjects"] == [{"kind": "ServiceAccount", "name": "vllm-llama-3-1-8b-multi-router",
+                                                  "namespace": "llm-serving"}]
+    assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "vllm-llama-3-1-8b-multi-router"
+    assert router["Service"]["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    assert router["Service"]["metadata"]["name"] == "vllm-llama-3-1-8b-multi-router"

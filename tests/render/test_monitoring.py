@@ -39,6 +39,11 @@ def recorded_names(name):
     return out
 
 
+def frontdoor_names():
+    """The metric names the front door serves (from its own source: it writes its /metrics page itself)."""
+    return set(re.findall(r"\b(llmserve_frontdoor_\w+)", (ROOT / "roles/ingress/files/llmserve_frontdoor.py").read_text()))
+
+
 def _monitoring(objects):
     return {p: o for p, o in objects.items() if p.startswith("monitoring/")}
 
@@ -71,7 +76,8 @@ def test_every_monitoring_object_validates(bundle):
 
 def test_one_podmonitor_per_enabled_model_selects_its_pods(bundle):
     objects = bundle[1]
-    deployments = {o["metadata"]["labels"]["llmserve.io/model"]: o for o in objects.values() if o["kind"] == "Deployment"}
+    deployments = {o["metadata"]["labels"]["llmserve.io/model"]: o for o in objects.values()
+                   if o["kind"] == "Deployment" and o["metadata"]["labels"]["app.kubernetes.io/name"] == "vllm"}
     monitors = {o["metadata"]["labels"]["llmserve.io/model"]: o for o in objects.values()
                 if o["kind"] == "PodMonitor" and "llmserve.io/model" in o["metadata"]["labels"]}
     # llama-3.1-8b-multi is disabled in the workstation catalog: neither a Deployment nor a PodMonitor.
@@ -97,7 +103,8 @@ def test_dcgm_exporter_runs_on_gpu_nodes_and_is_scraped(bundle):
     service = _one(objects, "Service", "dcgm-exporter")
     monitor = _one(objects, "ServiceMonitor", "dcgm-exporter")
     pod = daemonset["spec"]["template"]["spec"]
-    model_pod = next(o for o in objects.values() if o["kind"] == "Deployment")["spec"]["template"]["spec"]
+    model_pod = next(o for o in objects.values() if o["kind"] == "Deployment"
+                     and o["metadata"]["labels"]["app.kubernetes.io/name"] == "vllm")["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"llmserve.io/gpu": "true"} and pod["runtimeClassName"] == "nvidia"
     assert pod["runtimeClassName"] == model_pod["runtimeClassName"]
     image = pod["containers"][0]["image"]
@@ -227,7 +234,7 @@ def test_gpu_and_traefik_queries_use_recorded_metric_names():
 def test_rule_metric_names_are_recorded_or_vllm(bundle):
     rule = _one(bundle[1], "PrometheusRule", "llmserve-alerts")
     known = set(recorded_names("dcgm-exporter.txt")) | set(recorded_names("traefik-v3.txt")) \
-        | set(recorded_names("kube-state-metrics.txt")) | {"up", "http_requests_total"}
+        | set(recorded_names("kube-state-metrics.txt")) | {"up", "http_requests_total"} | set(frontdoor_names())
     for group in rule["spec"]["groups"]:
         for r in group["rules"]:
             assert "runbook" in r["annotations"] and "playbooks/" in r["annotations"]["runbook"], r["alert"]
@@ -239,7 +246,7 @@ def test_rules_pass_promtool_check_and_unit_tests(bundle, tmp_path):
     rule = _one(bundle[1], "PrometheusRule", "llmserve-alerts")
     rules_file(rule, tmp_path / "rules.yml")
     checked = promtool("check", "rules", tmp_path / "rules.yml")
-    assert checked.returncode == 0 and "SUCCESS: 12 rules found" in checked.stdout, checked.stdout
+    assert checked.returncode == 0 and "SUCCESS: 13 rules found" in checked.stdout, checked.stdout
     shutil.copy(ROOT / "tests/render/data/monitoring-alerts.test.yml", tmp_path / "alerts.test.yml")
     tested = promtool("test", "rules", tmp_path / "alerts.test.yml")
     assert tested.returncode == 0 and "SUCCESS" in tested.stdout, tested.stdout
@@ -273,7 +280,7 @@ def test_external_prometheus_renders_only_monitors_rules_and_dashboards(tmp_path
     assert charts == ["prometheus-adapter"]
     assert not [o for o in objects.values() if o["kind"] == "IngressRoute"]
     selected = [o for o in objects.values() if o["kind"] in ("PodMonitor", "ServiceMonitor", "PrometheusRule")]
-    assert len(selected) == 6  # 3 models, Traefik, the DCGM exporter, the rules
+    assert len(selected) == 8  # 3 models, the front door, the routers, Traefik, the DCGM exporter, the rules
     for obj in selected:
         assert obj["metadata"]["labels"]["prometheus"] == "campus" and "release" not in obj["metadata"]["labels"]
     adapter = yaml.safe_load(_one(objects, "HelmChart", "prometheus-adapter")["spec"]["valuesContent"])
@@ -331,4 +338,34 @@ def test_otlp_traces_endpoint_reaches_every_model(tmp_path):
 def test_no_otlp_flag_by_default(bundle):
     for obj in bundle[1].values():
         if obj["kind"] == "Deployment":
-            assert "--otlp-traces-endpoint" not in obj["spec"]["template"]["spec"]["containers"][0]["args"]
+            container = obj["spec"]["template"]["spec"]["containers"][0]
+            assert "--otlp-traces-endpoint" not in container.get("command", []) + container.get("args", [])
+
+
+def test_front_door_and_router_panels_use_their_real_metric_names():
+    """The front door's names come from its source (its /metrics is tested by running it, tests/unit/test_frontdoor.py);
+    the router's from tests/data/metric_names/vllm-router-0.1.17.txt, recorded from the real router."""
+    router = recorded_names("vllm-router-0.1.17.txt")
+    door = frontdoor_names()
+    used = set()
+    for title, expr in _panel_queries(_dashboard("llmserve-vllm.json")):
+        for metric in re.findall(r"\b((?:vllm_router|llmserve_frontdoor)_\w+)", expr):
+            assert metric in router or metric in door, "%s: %s is not a metric of the router or the front door" % (title, metric)
+            assert 'model_name=~"$model' in expr, title
+            used.add(metric)
+    assert {"llmserve_frontdoor_requests_total", "llmserve_frontdoor_backend_up", "vllm_router_requests_total",
+            "vllm_router_request_errors_total"} <= used
+
+
+def test_front_door_and_routers_are_scraped(bundle):
+    door = _one(bundle[1], "PodMonitor", "llmserve-frontdoor")["spec"]
+    assert door["selector"] == {"matchLabels": {"app.kubernetes.io/name": "llmserve-frontdoor"}}
+    assert door["podMetricsEndpoints"][0]["port"] == "metrics"
+    assert door["namespaceSelector"] == {"matchNames": ["llm-serving"]}
+    router = _one(bundle[1], "PodMonitor", "vllm-router")["spec"]
+    assert router["podMetricsEndpoints"][0]["relabelings"][0]["targetLabel"] == "model_name"
+    # The pods they select are the ones the bundle runs, on the port the pods name "metrics".
+    (deployment,) = [o for o in bundle[1].values() if o["kind"] == "Deployment" and o["metadata"]["name"] == "llmserve-frontdoor"]
+    pod = deployment["spec"]["template"]
+    assert door["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    assert "metrics" in [p["name"] for p in pod["spec"]["containers"][0]["ports"]]

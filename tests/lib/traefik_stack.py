@@ -1,0 +1,301 @@
+"""From a rendered bundle to what the Kubernetes API stand-in serves Traefik: the bundle's own objects, unchanged,
+plus what a cluster would add around them — the TLS and basic-auth Secrets the ingress role applies (made by the
+role's own tasks and filter), EndpointSlices that point a Service's pods at local processes, and a Node.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import pathlib
+import textwrap
+
+from playbook import run_playbook
+
+# The catalog of the serving tests and benchmark: two one-replica models with different served names, and one
+# model with two replicas behind its vllm-router. The vLLM processes serve a tiny random Llama under these names.
+HOST = "llm.university.local"
+SERVING_KEY = "sk-llmserve-serving-test-key-000000"
+BASIC_USER = {"name": "alice", "password": "correct-horse-battery-staple"}
+SERVING_MODELS = [
+    {"name": "tiny-a", "model": "Qwen/Qwen2.5-0.5B-Instruct", "params_b": 0.5, "max_model_len": 512},
+    {"name": "tiny-b", "model": "Qwen/Qwen2.5-0.5B-Instruct", "params_b": 0.5, "max_model_len": 512},
+    {"name": "tiny-multi", "model": "Qwen/Qwen2.5-0.5B-Instruct", "params_b": 0.5, "max_model_len": 512, "replicas": 2},
+]
+# Each pod on its own loopback address (Traefik keeps one endpoint per address of a Service).
+ADDRESSES = {"tiny-a": "127.0.0.2", "tiny-b": "127.0.0.3", "tiny-multi-0": "127.0.0.4", "tiny-multi-1": "127.0.0.5",
+             "router": "127.0.0.6", "frontdoor": "127.0.0.7", "echo": "127.0.0.8"}
+
+# What Traefik's kubernetescrd provider reads; the rest of the bundle (Deployments, NetworkPolicies, ...) is for k3s.
+SERVED_KINDS = {"Service", "Secret", "ConfigMap", "IngressRoute", "Middleware", "TraefikService", "TLSOption",
+                "TLSStore", "ServersTransport", "IngressRouteTCP", "IngressRouteUDP", "MiddlewareTCP",
+                "ServersTransportTCP"}
+
+_SECRETS_PLAY = textwrap.dedent("""\
+    # The ingress role's own PKI tasks and htpasswd filter, run on the controller as site.yml runs them.
+    - name: Secrets the ingress role applies
+      hosts: localhost
+      connection: local
+      gather_facts: false
+      tasks:
+        - name: Self-signed CA and host certificate (roles/ingress/tasks/tls_selfsigned.yml)
+          ansible.builtin.include_role:
+            name: llmserve.k3s.ingress
+            tasks_from: tls_selfsigned
+        - name: Basic-auth users file, as the role puts it in the Secret
+          ansible.builtin.copy:
+            dest: "{{ ingress_tls_pki_dir }}/users"
+            content: "{{ ingress_basic_auth_users | llmserve.k3s.htpasswd('') }}"
+            mode: "0600"
+          when: ingress_basic_auth_users | length > 0
+    """)
+
+
+def make_secrets(workdir, host, basic_auth_users=()):
+    """Run the role's PKI tasks (and htpasswd filter) into workdir/pki; returns that folder."""
+    workdir = pathlib.Path(workdir)
+    play = workdir / "secrets.yml"
+    play.write_text(_SECRETS_PLAY, encoding="utf-8")
+    pki = workdir / "pki"
+    result = run_playbook(play, "inventories/workstation", extra_vars={
+        "ingress_tls_pki_dir": str(pki), "ingress_host": host,
+        "ingress_basic_auth_users": list(basic_auth_users)}, timeout=300)
+    if result.returncode != 0:
+        raise RuntimeError("the PKI play failed:\n" + result.stdout[-4000:])
+    return pki
+
+
+def _b64(path):
+    return base64.b64encode(pathlib.Path(path).read_bytes()).decode()
+
+
+def tls_secret(pki, host, name, namespace):
+    """The Secret roles/ingress/tasks/apply.yml makes in self-signed mode (data instead of stringData, as read back)."""
+    return {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+            "metadata": {"name": name, "namespace": namespace,
+                         "labels": {"app.kubernetes.io/part-of": "llmserve", "app.kubernetes.io/managed-by": "llmserve.k3s"}},
+            "data": {"tls.crt": _b64(pki / f"{host}.crt"), "tls.key": _b64(pki / f"{host}.key"),
+                     "ca.crt": _b64(pki / "ca.crt")}}
+
+
+def basic_auth_secret(pki, name, namespace):
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": name, "namespace": namespace,
+                         "labels": {"app.kubernetes.io/part-of": "llmserve", "app.kubernetes.io/managed-by": "llmserve.k3s"}},
+            "data": {"users": _b64(pki / "users")}}
+
+
+def endpoint_slice(service, backends):
+    """An EndpointSlice of a rendered Service: each (port name, address, port) of `backends` as one ready endpoint.
+
+    Traefik matches the slice's ports to the Service's by name, and keeps one endpoint per address."""
+    meta = service["metadata"]
+    by_port = {}
+    for port_name, address, port in backends:
+        by_port.setdefault((port_name, port), []).append(address)
+    slices = []
+    for index, ((port_name, port), addresses) in enumerate(sorted(by_port.items())):
+        slices.append({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+            "metadata": {"name": f"{meta['name']}-standin-{index}", "namespace": meta["namespace"],
+                         "labels": {"kubernetes.io/service-name": meta["name"],
+                                    "endpointslice.kubernetes.io/managed-by": "standin"}},
+            "ports": [{"name": port_name, "port": port, "protocol": "TCP"}],
+            "endpoints": [{"addresses": [a], "conditions": {"ready": True, "serving": True, "terminating": False}}
+                          for a in addresses]})
+    return slices
+
+
+def role_secrets(bundle, pki):
+    """The Secrets the ingress role applies beside the bundle besides TLS: the basic-auth users when a BasicAuth
+    Middleware names them."""
+    out = []
+    for middleware in (o for o in bundle.values() if o.get("kind") == "Middleware"):
+        basic = middleware["spec"].get("basicAuth")
+        if basic:
+            out.append(basic_auth_secret(pki, basic["secret"], middleware["metadata"]["namespace"]))
+    return out
+
+
+NODE = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "standin-node", "labels": {"kubernetes.io/hostname": "standin-node"}},
+        "status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+                   "conditions": [{"type": "Ready", "status": "True"}]}}
+
+
+def bundle_objects(bundle):
+    """The rendered objects Traefik reads, unchanged, from load_bundle()'s {path: object}."""
+    return [obj for obj in bundle.values() if obj.get("kind") in SERVED_KINDS]
+
+
+def find(bundle, kind, name=None):
+    found = [o for o in bundle.values() if o.get("kind") == kind and (name is None or o["metadata"]["name"] == name)]
+    if not found:
+        raise LookupError(f"no {kind} {name or ''} in the bundle: {sorted(bundle)}")
+    return found
+
+
+def service_port_name(service, port):
+    for entry in service["spec"]["ports"]:
+        if entry["port"] == port or entry.get("name") == port:
+            return entry["name"]
+    raise LookupError(f"Service {service['metadata']['name']} has no port {port}: {json.dumps(service['spec']['ports'])}")
+
+
+class EchoBackend:
+    """A zero-latency OpenAI-shaped backend (stand-in for vLLM where the proxy's own cost is measured, or where a
+    test needs to see the headers that arrive): answers at once, echoing the model, path and request headers."""
+
+    def __init__(self, model, host="127.0.0.1"):
+        import http.server
+        import threading
+
+        backend = self
+        self.model = model
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            # Headers and body go out in two writes: without this, Nagle + delayed ACK add ~40 ms to each answer.
+            disable_nagle_algorithm = True
+
+            def log_message(self, *args):
+                pass
+
+            def _answer(self, status, body):
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):  # noqa: N802
+                if self.path == "/v1/models":
+                    return self._answer(200, {"object": "list", "data": [
+                        {"id": backend.model, "object": "model", "owned_by": "vllm", "max_model_len": 256}]})
+                if self.path == "/health":
+                    return self._answer(200, {})
+                return self._answer(404, {"detail": "Not Found"})
+
+            def do_POST(self):  # noqa: N802
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length) or b"{}")
+                return self._answer(200, {"id": "cmpl-echo", "object": "text_completion", "model": body.get("model"),
+                                          "path": self.path, "headers": dict(self.headers.items()),
+                                          "choices": [{"index": 0, "text": "ok", "finish_reason": "length"}]})
+
+        class Server(http.server.ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request, client_address):  # a client closing its keep-alive connection
+                pass
+
+        self._server = Server((host, 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def address(self):
+        return self._server.server_address[:2]
+
+    @property
+    def url(self):
+        return "http://%s:%d" % self.address
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._server.shutdown()
+        self._server.server_close()
+        return False
+
+
+def frontdoor_config(bundle, urls, require_bearer, max_request_body_bytes=10485760):
+    """The front door's config: the rendered ConfigMap's config.json with each model's backend URL (a cluster DNS
+    name) replaced by the local process that plays it; built from `urls` while the bundle has no front door."""
+    try:
+        (config_map,) = find(bundle, "ConfigMap", "llmserve-frontdoor")
+    except LookupError:
+        return {"models": {name: {"url": url} for name, url in urls.items()},
+                "require_bearer": require_bearer, "max_request_body_bytes": max_request_body_bytes}
+    config = json.loads(config_map["data"]["config.json"])
+    missing = set(config["models"]) ^ set(urls)
+    if missing:
+        raise LookupError(f"the rendered front door and the test disagree on the models: {sorted(missing)}")
+    for name, backend in config["models"].items():
+        backend["url"] = urls[name]
+    config.pop("listen", None)
+    config.pop("admin", None)
+    return config
+
+
+class ServingStack:
+    """The Kubernetes API stand-in serving a rendered bundle plus `extra` objects, and real Traefik reading it.
+
+    services: {Service name: [(address, port), ...]}, the local processes that play each Service's pods."""
+
+    def __init__(self, bundle, pki, host, services, log_dir, extra=()):
+        (ingress_route,) = find(bundle, "IngressRoute", "llm-api")
+        namespace = ingress_route["metadata"]["namespace"]
+        secret_name = ingress_route["spec"]["tls"]["secretName"]
+        objects = bundle_objects(bundle) + [NODE, tls_secret(pki, host, secret_name, namespace),
+                                            *role_secrets(bundle, pki), *extra]
+        for service in find(bundle, "Service"):
+            backends = services.get(service["metadata"]["name"])
+            if backends:
+                port_name = service["spec"]["ports"][0]["name"]
+                objects += endpoint_slice(service, [(port_name, address, port) for address, port in backends])
+        self.objects = objects
+        self.host, self.pki = host, pki
+        self.helm_chart_config = find(bundle, "HelmChartConfig", "traefik")[0]
+        self.routes = len(ingress_route["spec"]["routes"])
+        self.log_dir = log_dir
+        self.api = self.traefik = None
+
+    def __enter__(self):
+        from kube_standin import KubeStandin
+        from traefik import IngressClient, Traefik
+
+        self.api = KubeStandin(self.objects).start()
+        try:
+            self.traefik = Traefik(self.api.url, self.helm_chart_config, self.log_dir).start()
+            self.traefik.wait_router("llm-serving-llm-api", timeout=60, count=self.routes)
+        except Exception:
+            self.__exit__()
+            raise
+        self.client = IngressClient(self.traefik.websecure_port, self.host, self.pki / "ca.crt")
+        return self
+
+    def __exit__(self, *exc):
+        if self.traefik:
+            self.traefik.stop()
+        if self.api:
+            self.api.stop()
+        return False
+
+
+AUTH_MODES = {"api-key": {"llmserve_auth_mode": "api-key", "llmserve_api_keys": [SERVING_KEY]},
+              "basic": {"llmserve_auth_mode": "basic", "llmserve_basic_auth_users": [BASIC_USER]}}
+
+
+def render_serving(dest, mode):
+    """{path: object} of the serving catalog in an auth mode, through the real render playbook."""
+    from k8s_schema import load_bundle
+    from playbook import render
+
+    result = render(dest, extra_vars={"llmserve_models": SERVING_MODELS, **AUTH_MODES[mode]})
+    if result.returncode != 0:
+        raise RuntimeError(f"render ({mode}) failed:\n{result.stdout[-4000:]}")
+    return load_bundle(dest)
+
+
+def frontdoor_for(bundle, urls, require_bearer, address, port=None, **overrides):
+    """The real front door (tests/lib/frontdoor.FrontDoor) with the rendered config, listening on address:port."""
+    from frontdoor import FrontDoor, free_port
+    from vllm_server import ensure_vllm_venv
+
+    config = frontdoor_config(bundle, urls, require_bearer)
+    config.update(overrides)
+    config["listen"] = {"host": address, "port": port or free_port(address)}
+    # The pinned vLLM image runs it (aiohttp comes with vLLM): here the vLLM CPU venv plays that image.
+    return FrontDoor(config, python=ensure_vllm_venv())

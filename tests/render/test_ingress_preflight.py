@@ -7,7 +7,10 @@ llmserve_apply=true and a kubeconfig that points nowhere: the run must fail befo
 
 from __future__ import annotations
 
+import json
+
 import pytest
+import yaml
 
 from playbook import render
 
@@ -38,6 +41,9 @@ CASES = {
     "host-is-ip": ({"llmserve_ingress_host": "192.0.2.10"}, "llmserve_ingress_host"),
     "default-model-unknown": ({"llmserve_ingress_default_model": "gpt-5"}, "llmserve_ingress_default_model"),
     "accelerator-unknown": ({"llmserve_accelerator": "tpu"}, "llmserve_accelerator"),
+    "body-limit-zero": ({"ingress_max_request_body_bytes": 0}, "ingress_max_request_body_bytes"),
+    "frontdoor-ports-clash": ({"ingress_frontdoor_metrics_port": 8080}, "ingress_frontdoor_replicas"),
+    "alias-strategy-unknown": ({"ingress_alias_headers_strategy": "drop"}, "ingress_alias_headers_strategy must be one of"),
     "time-slicing-zero": ({"llmserve_gpu_time_slicing_replicas": 0}, "llmserve_gpu_time_slicing_replicas"),
 }
 
@@ -69,4 +75,6 @@ def test_valid_settings_pass_the_same_checks(tmp_path):
                                  {"name": "qwen-small", "model": "Qwen/Qwen2.5-0.5B-Instruct", "params_b": 0.5}]}
     result = render(tmp_path / "bundle", extra_vars=extra, tags="ingress,gpu")
     assert result.returncode == 0, result.stdout[-3000:]
-    assert (tmp_path / "bundle" / "ingress" / "traefikservice-llm-ab-test.yaml").exists()
+    # The A/B split is the front door's (no TraefikService any more): its config carries both weights.
+    config = yaml.safe_load((tmp_path / "bundle" / "ingress" / "configmap-llmserve-frontdoor.yaml").read_text())["data"]["config.json"]
+    assert json.loads(config)["ab_tests"] == {"/ab": AB["backends"]}

@@ -59,7 +59,7 @@ def forward_cookie(tmp_path_factory):
                                  "response_headers": ["X-Auth-Request-User"]},
         "ingress_in_flight": {"enabled": False, "amount": 1},
         "ingress_max_request_body_bytes": 65536,
-        "ingress_alias_headers_strategy": "reject",
+        "ingress_alias_headers_strategy": "reject", "ingress_traefik_version": "3.7.13",
         "ingress_http_redirect": False,
         "llmserve_ingress_tls_mode": "cert-manager",
         "ingress_cert_manager_issuer": "campus-ca",
@@ -216,12 +216,15 @@ def test_limits_and_allow_list_carry_the_configured_values(basic_ab, forward_coo
     assert hcc["metadata"] == {"name": "traefik", "namespace": "kube-system", "labels": hcc["metadata"]["labels"]}
 
 
-@pytest.mark.parametrize("name, strategy", [("workstation", "delete"), ("forward_cookie", "reject")])
-def test_no_client_can_spoof_identity_headers(name, strategy, request):
-    (hcc,) = _objects(request.getfixturevalue(name), "HelmChartConfig")
-    args = yaml.safe_load(hcc["spec"]["valuesContent"])["additionalArguments"]
-    for entry_point in ("web", "websecure"):
-        assert "--entryPoints.%s.http.aliasHeadersStrategy=%s" % (entry_point, strategy) in args
+def test_no_client_can_spoof_identity_headers(workstation, forward_cookie):
+    """From Traefik 3.7.12 on its entry points drop aliased identity headers; the Traefik of the pinned k3s (3.7.8)
+    refuses the option at start, so it is left out there (the front door drops them: tests/unit/test_frontdoor.py)."""
+    for bundle, strategy in ((forward_cookie, "reject"), (workstation, None)):
+        (hcc,) = _objects(bundle, "HelmChartConfig")
+        args = yaml.safe_load(hcc["spec"]["valuesContent"])["additionalArguments"]
+        found = [a for a in args if "aliasHeadersStrategy" in a]
+        assert found == (["--entryPoints.%s.http.aliasHeadersStrategy=%s" % (e, strategy) for e in ("web", "websecure")]
+                         if strategy else [])
 
 
 def test_front_door_runs_the_shipped_script_with_a_config_it_accepts(workstation, tmp_path):

@@ -327,3 +327,14 @@ def test_the_health_check_of_the_collection_passes_through_the_front_door(door):
     assert set(result["models"]) >= {"tiny-a", "tiny-b", "multi"}
     result = _health.check_once(_health.http_fetch, door.url, model="tiny-b", api_key=None, check_metrics=False)
     assert result["status"] != "ready" and "none was given" in result["msg"], result
+
+
+def test_headers_aliasing_identity_headers_are_never_forwarded(door, backends):
+    """X_Forwarded_User / X.Forwarded.User would read as X-Forwarded-User to a backend that folds '_' and '.'."""
+    spoof = dict(AUTH, **{"X_Forwarded_User": "admin", "X.Forwarded.Email": "root@x", "X_Real_Ip": "10.0.0.1",
+                          "X_Custom_Thing": "kept", "X-Forwarded-Proto": "https"})
+    status, _, dummy = call(door, "POST", "/models/tiny-a/v1/completions", b'{"model": "tiny-a"}', headers=spoof)
+    assert status == 200
+    seen = {k.lower(): v for k, v in backends["tiny-a"].seen[-1]["headers"].items()}
+    assert not any(k in seen for k in ("x_forwarded_user", "x.forwarded.email", "x_real_ip"))
+    assert seen["x_custom_thing"] == "kept" and seen["x-forwarded-proto"] == "https"

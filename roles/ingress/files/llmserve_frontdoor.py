@@ -40,6 +40,16 @@ BEARER = re.compile(r"^Bearer [!-~]+$")
 # Headers of one hop (RFC 9110 7.6.1) and the ones aiohttp writes itself.
 HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
        "transfer-encoding", "upgrade", "host", "content-length"}
+# Client headers whose name aliases an identity header Traefik or an auth proxy sets (X_Forwarded_User, X.Forwarded.User
+# for X-Forwarded-User): never forwarded. Traefik drops them itself only from 3.7.12 on (aliasHeadersStrategy).
+ALIASED = ("x-forwarded-", "x-real-ip", "x-auth-request-")
+
+
+def aliases_identity(name):
+    """True for a header name with '_' or '.' that reads as one of the identity headers once those become '-'."""
+    return ("_" in name or "." in name) and re.sub(r"[_.]", "-", name.lower()).startswith(ALIASED)
+
+
 DEFAULTS = {"listen": {"host": "0.0.0.0", "port": 8080}, "admin": {"host": "0.0.0.0", "port": 9090},
             "max_request_body_bytes": 10485760, "require_bearer": False, "connect_timeout_s": 5,
             "read_timeout_s": 600, "health_interval_s": 10, "health_path": "/health", "ab_tests": {}, "default_model": ""}
@@ -226,7 +236,7 @@ class FrontDoor:
         return name, await self.proxy(request, name, path, body)
 
     def forward_headers(self, request, name=None):
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP}
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP and not aliases_identity(k)}
         peer = request.remote or ""
         prior = request.headers.get("X-Forwarded-For")
         headers["X-Forwarded-For"] = prior + ", " + peer if prior else peer

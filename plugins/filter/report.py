@@ -51,7 +51,8 @@ def pod_kv_checks(metrics, pods, plan_models, tolerance=_report.KV_TOLERANCE):
         text = (metrics or {}).get(meta.get("name"))
         if model is None or not isinstance(text, str):
             continue
-        images = [c.get("image", "") for c in (pod.get("spec") or {}).get("containers") or [] if c.get("name") == "vllm"]
+        containers = ((pod.get("spec") or {}).get("containers") or []) + ((pod.get("status") or {}).get("containerStatuses") or [])
+        images = [c["image"] for c in containers if c.get("name") == "vllm" and c.get("image")]
         version = images[0].rpartition(":")[2].lstrip("v") if images and ":" in images[0] else None
         check = _report.kv_check(model, _health.kv_cache_config(text), tolerance,
                                  source="llmserve.k3s live check of pod %s" % meta.get("name"), vllm_version=version)

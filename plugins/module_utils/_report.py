@@ -232,7 +232,8 @@ def kv_table(checks, tolerance=KV_TOLERANCE):
         diff = "-" if check.get("difference_pct") is None else "%+d (%+.1f%%)" % (check["difference_tokens"], check["difference_pct"])
         rows.append((check.get("model"), check.get("where") or "-", _cell(check.get("predicted_tokens")),
                      _cell(check.get("actual_tokens")), blocks, diff, check.get("status")))
-    lines = ["KV cache, planned vs allocated by vLLM (vllm:cache_config_info num_gpu_blocks x block_size):"] + _table(rows)
+    lines = ["KV cache, planned vs allocated by vLLM (vllm:cache_config_info num_gpu_blocks x block_size):"]
+    lines += _table(rows) if len(rows) > 1 else ["  no endpoint exported vllm:cache_config_info (/metrics not read or not routed)"]
     for check in checks or []:
         if check.get("status") != "off":
             continue

@@ -6,6 +6,8 @@ import os
 import pathlib
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 COLLECTIONS = ROOT / ".venv" / "collections"
 for path in (str(COLLECTIONS), str(ROOT / "tests" / "lib")):
@@ -13,3 +15,24 @@ for path in (str(COLLECTIONS), str(ROOT / "tests" / "lib")):
         sys.path.insert(0, path)
 os.environ.setdefault("ANSIBLE_COLLECTIONS_PATH", str(COLLECTIONS))
 os.environ.setdefault("ANSIBLE_CONFIG", str(ROOT / "ansible.cfg"))
+
+
+def pytest_collection_finish(session):
+    """Stop the whole run at once, with one message, when tests that validate CRs cannot get the CRD files.
+
+    A module that validates objects imports k8s_schema.validate (or k8s_schema itself); without the files each of
+    its tests would fail on its own with a schema error, so the lookup (tests/lib/crds.py) runs here instead.
+    """
+    schema = sys.modules.get("k8s_schema")
+    if schema is None or session.config.option.collectonly:
+        return
+    users = {id(schema), id(schema.validate), id(schema.crd_schemas)}
+    modules = {id(item.module): item.module for item in session.items if getattr(item, "module", None) is not None}
+    if not any(id(value) in users for module in modules.values() for value in vars(module).values()):
+        return
+    import crds  # pylint: disable=import-outside-toplevel (tests/lib is on sys.path only from here on)
+
+    try:
+        crds.crd_files()
+    except crds.CrdsUnavailable as exc:
+        pytest.exit(str(exc), returncode=pytest.ExitCode.USAGE_ERROR)

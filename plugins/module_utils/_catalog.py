@@ -12,20 +12,15 @@ from __future__ import annotations
 import difflib
 import re
 
-from ansible_collections.llmserve.k3s.plugins.module_utils import _sizing
+from ansible_collections.llmserve.k3s.plugins.module_utils import _sizing, _values
 from ansible_collections.llmserve.k3s.plugins.module_utils._presets import PRESETS
 from ansible_collections.llmserve.k3s.plugins.module_utils._sizing import size_class, startup_budget_s  # noqa: F401  (part of this module's interface)
 
 DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 MAX_NAME_LEN = 50  # the name is prefixed with "vllm-" for object names, which must stay DNS labels
-DTYPES = ("auto", "bfloat16", "float16", "float32")
-KV_CACHE_DTYPES = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
-QUANTIZATIONS = ("awq", "awq_marlin", "gptq", "gptq_marlin", "fp8", "compressed-tensors", "bitsandbytes",
-                 "experts_int8", "gguf", "modelopt")
-# Bytes a parameter takes in the weights file, by quantization (None: by dtype).
-_QUANT_BYTES = {"awq": 0.5625, "awq_marlin": 0.5625, "gptq": 0.5625, "gptq_marlin": 0.5625, "bitsandbytes": 0.5625,
-                "gguf": 0.6, "fp8": 1.0, "experts_int8": 1.0, "modelopt": 1.0, "compressed-tensors": 1.0}
-_DTYPE_BYTES = {"auto": 2, "bfloat16": 2, "float16": 2, "float32": 4}
+DTYPES = _values.DTYPES
+KV_CACHE_DTYPES = _values.KV_CACHE_DTYPES
+QUANTIZATIONS = _values.QUANTIZATIONS
 GIB = 1024 ** 3
 
 # The catalog's fields: (default, meaning). The one description of them: docs/catalog.md's table is generated from
@@ -104,8 +99,7 @@ class _Errors(list):
 
 
 def weights_gib(params_b, dtype, quantization):
-    per_param = _QUANT_BYTES.get(quantization) or _DTYPE_BYTES.get(dtype, 2)
-    return round(params_b * 1e9 * per_param / GIB, 2)
+    return round(params_b * 1e9 * _values.bytes_per_param(dtype, quantization) / GIB, 2)
 
 
 def _validate_entry(index, entry, errors):
@@ -260,7 +254,7 @@ def _resolve(entry, defaults, classes, predownload):
         spec["weights_gib"] = None
     spec["startup_budget_s"] = startup_budget_s(spec["weights_gib"] or 16.0, not predownload)
     tp = spec["tensor_parallel_size"] if _is_int(spec["tensor_parallel_size"]) else 1
-    spec["shm_size"] = "2Gi" if tp <= 1 else "%dGi" % (4 * tp)
+    spec["shm_size"] = _values.shm_size(tp)
     spec["base_replicas"] = auto["min_replicas"] if auto["enabled"] else spec["replicas"]
     spec["placement"] = []
     return spec

@@ -26,15 +26,21 @@ options:
       - Architecture facts, as in the model's config.json. C(params_b) (total parameters, billions), C(num_layers),
         C(num_kv_heads), C(head_dim), and optionally C(kv_lora_rank) and C(qk_rope_head_dim) (MLA models such as
         DeepSeek-V2), C(num_attention_heads), C(hidden_size), C(intermediate_size), C(vocab_size),
-        C(max_position_embeddings), C(experts_per_token), C(weights_gib) (measured weights of the whole model, which
-        overrides the estimate from C(params_b)).
+        C(max_position_embeddings), C(tie_word_embeddings), C(num_experts), C(experts_per_token), C(weights_gib)
+        (measured weights of the whole model, which overrides the estimate from C(params_b)).
+      - With C(vocab_size) and C(hidden_size) given, the weights of a quantized checkpoint keep the embeddings, the
+        LM head (unless C(tie_word_embeddings)) and the MoE router (C(num_experts)) in 16 bit.
       - Exactly one of O(model), O(model_preset) and O(config_path).
     type: dict
   model_preset:
     description: A built-in architecture, for example C(llama-3.1-8b), C(mixtral-8x7b), C(deepseek-coder-v2-lite), C(qwen2.5-72b).
     type: str
   config_path:
-    description: Path of a Hugging Face C(config.json) on the target, for example under C(/var/lib/llm-models).
+    description:
+      - Path of a Hugging Face C(config.json) on the target, for example under C(/var/lib/llm-models).
+      - Read for the layers, heads, head size, hidden and intermediate sizes, C(vocab_size), C(tie_word_embeddings),
+        the experts (C(num_local_experts), C(num_experts) or C(n_routed_experts)) and MLA's C(kv_lora_rank); the
+        parameter count is estimated from them.
     type: path
   dtype:
     description: Weights and activations dtype (vLLM C(--dtype)).
@@ -44,14 +50,26 @@ options:
   quantization:
     description: Quantization of the checkpoint (vLLM C(--quantization)); C(none) for 16-bit weights.
     type: str
-    choices: [none, awq, awq_marlin, bitsandbytes, compressed-tensors, experts_int8, fp8, gguf, gptq, gptq_marlin,
-              int8, modelopt, w4a16, w8a8]
+    choices: [none, awq, awq_marlin, bitsandbytes, compressed-tensors, experts_int8, fbgemm_fp8, fp8, gguf, gptq,
+              gptq_marlin, int8, modelopt, mxfp4, w4a16, w8a8]
     default: none
   kv_cache_dtype:
-    description: KV cache dtype (vLLM C(--kv-cache-dtype)); C(fp8) halves the cache per token.
+    description: KV cache dtype (vLLM C(--kv-cache-dtype)); C(fp8), C(fp8_e4m3) and C(fp8_e5m2) halve the cache per token.
     type: str
-    choices: [auto, fp8]
+    choices: [auto, fp8, fp8_e4m3, fp8_e5m2]
     default: auto
+  vllm_version:
+    description:
+      - The vLLM release that will serve the model (the image tag without C(v)); its accounting is applied - the
+        engine (V0 before 0.8), the batch the memory profile runs, the sampler warm-up (0.11 and later), the
+        CUDA-graph estimate (0.21 and later).
+      - By default the release the collection deploys (C(vllm_models) accelerator profile).
+    type: str
+  cudagraph_estimate:
+    description:
+      - vLLM's C(VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS) - whether the estimated CUDA-graph memory is taken out of
+        the KV cache budget. Unset, the release's default (on from 0.21); it has no effect before 0.21.
+    type: bool
   gpu_memory_gib:
     description:
       - Memory of one GPU as the driver reports it (nvidia-smi memory.total, in GiB; 44.99 for an L40).
@@ -122,6 +140,19 @@ non_torch_gib:
   description: Memory outside PyTorch (cuBLAS, NCCL buffers) on each GPU, GiB.
   returned: always
   type: float
+cudagraph_gib:
+  description: The CUDA-graph memory estimate taken out of the budget on each GPU, GiB (0 before vLLM 0.21 or when off).
+  returned: always
+  type: float
+edge:
+  description: The KV cache left is within the sizing's tolerance (5%, at least 0.75 GiB) of what max_model_len needs;
+    such a case is reported as not fitting, with the reason.
+  returned: always
+  type: bool
+vllm:
+  description: The vLLM release and engine (v0 or v1) the sizing applied.
+  returned: always
+  type: dict
 kv_cache_gib:
   description: KV cache memory left on each GPU, GiB (negative when nothing is left).
   returned: always
@@ -172,12 +203,13 @@ recommended:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.llmserve.k3s.plugins.module_utils._sizing import KV_CACHE_DTYPES, QUANTIZATIONS, SizingError, size
+from ansible_collections.llmserve.k3s.plugins.module_utils._values import DTYPES
 
 ARGUMENT_SPEC = dict(
     model=dict(type="dict"),
     model_preset=dict(type="str"),
     config_path=dict(type="path"),
-    dtype=dict(type="str", choices=["auto", "bfloat16", "float16", "float32"], default="bfloat16"),
+    dtype=dict(type="str", choices=list(DTYPES), default="bfloat16"),
     quantization=dict(type="str", choices=list(QUANTIZATIONS), default="none"),
     kv_cache_dtype=dict(type="str", choices=list(KV_CACHE_DTYPES), default="auto"),
     gpu_memory_gib=dict(type="float"),
@@ -188,6 +220,8 @@ ARGUMENT_SPEC = dict(
     max_num_seqs=dict(type="int"),
     max_num_batched_tokens=dict(type="int", no_log=False),
     predownload=dict(type="bool", default=False),
+    vllm_version=dict(type="str"),
+    cudagraph_estimate=dict(type="bool"),
 )
 
 

@@ -7,21 +7,27 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 import pathlib
 
 import jsonschema
 import kubernetes_validate
 import yaml
 
+import crds as upstream_crds
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-SHARED_CRDS = ROOT.parent / "shared" / "crds"
 # Kubernetes minor of the pinned k3s (roles/k3s/defaults/main.yml: k3s_version).
 K8S_VERSION = "1.35.0"
 
 
+# libyaml's parser where PyYAML has it: the same documents, several times faster on the large CRD files.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def load_yaml_docs(path):
     with open(path, encoding="utf-8") as handle:
-        return [doc for doc in yaml.safe_load_all(handle) if doc]
+        return [doc for doc in yaml.load_all(handle, Loader=_LOADER) if doc]
 
 
 def load_bundle(root):
@@ -65,12 +71,7 @@ def _closed(schema):
     return schema
 
 
-def crd_schemas(extra_crds=()):
-    """{(group/version, kind): JSON Schema} from the shared upstream CRDs plus extra CRD objects."""
-    crds = []
-    for path in sorted(SHARED_CRDS.glob("*.yaml")):
-        crds += [d for d in load_yaml_docs(path) if d.get("kind") == "CustomResourceDefinition"]
-    crds += list(extra_crds)
+def _schemas_of(crds):
     out = {}
     for crd in crds:
         spec = crd["spec"]
@@ -82,16 +83,31 @@ def crd_schemas(extra_crds=()):
 
 
 @functools.lru_cache(maxsize=None)
-def _shared_crd_schemas():
-    return crd_schemas()
+def _upstream_crd_schemas():
+    crds = []
+    for path in upstream_crds.crd_files():
+        crds += [d for d in load_yaml_docs(path) if d.get("kind") == "CustomResourceDefinition"]
+    return _schemas_of(crds)
+
+
+@functools.lru_cache(maxsize=64)
+def _extra_crd_schemas(key):
+    return _schemas_of(json.loads(key))
+
+
+def crd_schemas(extra_crds=()):
+    """{(group/version, kind): JSON Schema} from the pinned upstream CRDs (tests/lib/crds.py) plus extra CRD objects."""
+    out = dict(_upstream_crd_schemas())
+    if extra_crds:
+        # Validation calls come once per object with the same bundle CRDs: convert them once.
+        out.update(_extra_crd_schemas(json.dumps(list(extra_crds), sort_keys=True, default=str)))
+    return out
 
 
 def validate(obj, extra_crds=()):
     """Error messages for one object ([] when valid). CRs are checked against their CRD, the rest against Kubernetes."""
     key = (obj.get("apiVersion"), obj.get("kind"))
-    schemas = dict(_shared_crd_schemas())
-    if extra_crds:
-        schemas.update(crd_schemas(extra_crds))
+    schemas = crd_schemas(extra_crds)
     if key in schemas:
         validator = jsonschema.Draft7Validator(schemas[key])
         return ["%s: %s" % ("/".join(map(str, e.absolute_path)) or "<root>", e.message) for e in validator.iter_errors(obj)]

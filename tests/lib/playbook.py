@@ -7,6 +7,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BIN = pathlib.Path(sys.executable).parent
@@ -26,8 +27,23 @@ def run_playbook(playbook, inventory, extra_vars=None, tags=None, check=False, e
     full_env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_FORCE_COLOR="0",
                     ANSIBLE_NOCOLOR="1", ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".venv" / "collections"))
     full_env.update(env or {})
-    return subprocess.run(cmd, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, timeout=timeout, check=False)
+    started = time.monotonic()
+    result = subprocess.run(cmd, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, timeout=timeout, check=False)
+    _log_run(playbook, inventory, extra_vars, tags, check, extra_args, time.monotonic() - started)
+    return result
+
+
+def _log_run(playbook, inventory, extra_vars, tags, check, extra_args, seconds):
+    """One JSON line per run into $LLMSERVE_PLAYBOOK_LOG when set: how many runs a suite makes and what they cost."""
+    log = os.environ.get("LLMSERVE_PLAYBOOK_LOG")
+    if not log:
+        return
+    entry = {"playbook": str(playbook), "inventory": str(inventory), "extra_vars": extra_vars, "tags": tags,
+             "check": check, "args": list(extra_args), "seconds": round(seconds, 1),
+             "test": os.environ.get("PYTEST_CURRENT_TEST", "")}
+    with open(log, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(entry, sort_keys=True, default=str) + "\n")
 
 
 def render(dest, inventory="inventories/workstation", extra_vars=None, tags=None, **kwargs):

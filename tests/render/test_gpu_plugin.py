@@ -13,6 +13,11 @@ from k8s_schema import load_bundle, validate
 from playbook import render
 
 
+# Every run plans the whole catalog first (the plan fact), so a gpu-only render with GPUs cut into slices needs a
+# catalog that fits the slices: the seed's models do not fit a quarter of an L40.
+SMALL = [{"name": "qwen-small", "model": "Qwen/Qwen2.5-0.5B-Instruct", "params_b": 0.5, "max_model_len": 4096}]
+
+
 def _render(tmp_path_factory, name, extra, tags):
     dest = tmp_path_factory.mktemp(name)
     result = render(dest, extra_vars=extra, tags=tags)
@@ -22,12 +27,13 @@ def _render(tmp_path_factory, name, extra, tags):
 
 @pytest.fixture(scope="module")
 def sliced(tmp_path_factory):
-    return _render(tmp_path_factory, "sliced", {"llmserve_gpu_time_slicing_replicas": 4}, "gpu")
+    return _render(tmp_path_factory, "sliced", {"llmserve_gpu_time_slicing_replicas": 4, "llmserve_models": SMALL}, "gpu")
 
 
 @pytest.fixture(scope="module")
 def operator(tmp_path_factory):
-    return _render(tmp_path_factory, "operator", {"llmserve_gpu_stack": "gpu-operator", "llmserve_gpu_time_slicing_replicas": 2}, "gpu")
+    return _render(tmp_path_factory, "operator", {"llmserve_gpu_stack": "gpu-operator", "llmserve_gpu_time_slicing_replicas": 2,
+                                                          "llmserve_models": SMALL}, "gpu")
 
 
 @pytest.fixture(scope="module")

@@ -60,8 +60,13 @@ def test_valid_settings_pass_the_same_checks(tmp_path):
     """The counterpart: edge values that are valid render (so the checks above do not refuse everything)."""
     extra = {"ingress_rate_limit": {"average": 1, "period": "1s", "burst": 1, "source": "ip", "ip_depth": 0},
              "ingress_ip_allow_list": ["10.0.0.0/8", "192.0.2.7", "2001:db8::/32"],
-             "llmserve_ingress_host": "a.b-c.example", "ingress_ab_test": AB,
-             "llmserve_auth_mode": "basic", "llmserve_accelerator": "nvidia", "llmserve_gpu_time_slicing_replicas": 2}
+             "llmserve_ingress_host": "a.b-c.example",
+             "ingress_ab_test": dict(AB, backends=[{"model": "llama-3.1-8b", "weight": 50}, {"model": "qwen-small", "weight": 50}]),
+             "llmserve_auth_mode": "basic", "llmserve_accelerator": "nvidia", "llmserve_gpu_time_slicing_replicas": 2,
+             # Every run plans the catalog first: on half an L40 the seed's mixtral and deepseek do not fit.
+             "llmserve_models": [{"name": "llama-3.1-8b", "model": "meta-llama/Llama-3.1-8B-Instruct", "architecture": "llama-3.1-8b",
+                                  "max_model_len": 8192},
+                                 {"name": "qwen-small", "model": "Qwen/Qwen2.5-0.5B-Instruct", "params_b": 0.5}]}
     result = render(tmp_path / "bundle", extra_vars=extra, tags="ingress,gpu")
     assert result.returncode == 0, result.stdout[-3000:]
     assert (tmp_path / "bundle" / "ingress" / "traefikservice-llm-ab-test.yaml").exists()

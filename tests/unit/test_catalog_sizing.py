@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pathlib
 
+import pytest
 import yaml
 
 from ansible_collections.llmserve.k3s.plugins.module_utils import _catalog
@@ -93,3 +94,46 @@ def test_nodes_without_gpu_facts_are_not_sized():
     node = dict(name="blank", gpu_count=1, gpu_name="", gpu_memory_gib=None, labels={})
     result = plan(catalog("workstation")[:1], nodes=[node])
     assert result["errors"] == [] and result["models"][0]["sizing"] is None
+
+
+def _allowed_values():
+    from ansible_collections.llmserve.k3s.plugins.module_utils import _values
+    rows = [("dtype", v) for v in _catalog.DTYPES] + [("kv_cache_dtype", v) for v in _catalog.KV_CACHE_DTYPES]
+    return rows + [("quantization", v) for v in _catalog.QUANTIZATIONS] + [("quantization", None)], _values
+
+
+ALLOWED, _VALUES = _allowed_values()
+
+
+def test_the_catalog_and_the_sizing_share_one_list_of_values():
+    from ansible_collections.llmserve.k3s.plugins.module_utils import _sizing
+    assert _catalog.DTYPES is _VALUES.DTYPES and _catalog.KV_CACHE_DTYPES is _sizing.KV_CACHE_DTYPES is _VALUES.KV_CACHE_DTYPES
+    assert set(_catalog.QUANTIZATIONS) == set(_sizing.QUANTIZATIONS) - {"none"}
+    assert {"w8a8", "int8", "w4a16", "fp8_e4m3", "fp8_e5m2"} <= set(_catalog.QUANTIZATIONS) | set(_catalog.KV_CACHE_DTYPES)
+
+
+@pytest.mark.parametrize("field, value", ALLOWED, ids=["%s=%s" % row for row in ALLOWED])
+def test_every_value_the_catalog_accepts_is_sized(field, value):
+    """A model with an architecture preset and each allowed value plans without error and is sized."""
+    entry = {"name": "m", "model": "org/m", "architecture": "llama-3.1-8b", "max_model_len": 8192, field: value}
+    result = plan([entry])
+    assert result["errors"] == []
+    sizing = by_name(result)["m"]["sizing"]
+    assert sizing is not None and sizing["fits"] is True and sizing["kv_cache_tokens"] > 0
+
+
+def test_fp8_e4m3_on_the_seed_models_plans():
+    models = [dict(m, kv_cache_dtype="fp8_e4m3") for m in catalog("workstation")]
+    result = plan(models)
+    assert result["errors"] == []
+    auto = by_name(plan(catalog("workstation")))
+    for name, planned in by_name(result).items():
+        if planned["sizing"]:
+            assert planned["sizing"]["kv_bytes_per_token"] * 2 == auto[name]["sizing"]["kv_bytes_per_token"]
+
+
+def test_docs_catalog_lists_the_allowed_values():
+    lines = (ROOT / "docs" / "catalog.md").read_text().splitlines()
+    for field, values in (("dtype", _VALUES.DTYPES), ("quantization", _VALUES.QUANTIZATIONS), ("kv_cache_dtype", _VALUES.KV_CACHE_DTYPES)):
+        row = next(line for line in lines if line.startswith("| `%s` |" % field))
+        assert row.split("|")[3].strip() == ", ".join("`%s`" % v for v in values), field

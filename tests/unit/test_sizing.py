@@ -49,7 +49,7 @@ def test_the_workstation_catalog_fits_an_l40():
 def test_budget_adds_up():
     r = s.size(model_preset="llama-3.1-8b", max_model_len=8192, **L40)
     usable = r["gpu"]["cuda_memory_gib"] * 0.9
-    assert r["kv_cache_gib"] == pytest.approx(usable - r["weights_gib"] - r["activation_gib"] - r["non_torch_gib"], abs=0.02)
+    assert r["kv_cache_gib"] == pytest.approx(usable - r["weights_gib"] - r["activation_gib"] - r["non_torch_gib"] - r["cudagraph_gib"], abs=0.02)
     assert r["kv_cache_tokens"] % 16 == 0
     assert r["kv_cache_tokens"] == pytest.approx(r["kv_cache_gib"] * s.GIB / 131072, rel=0.001, abs=16)
     assert r["max_concurrency"] == pytest.approx(r["kv_cache_tokens"] / 8192.0, abs=0.01)
@@ -165,3 +165,47 @@ def test_module_through_ansible():
     assert ok["fits"] is True and ok["changed"] is False and ok["kv_bytes_per_token"] == 27 * 576 * 2
     bad = _ansible("model_preset=deepseek-coder-v2-lite gpu_name=L40 tensor_parallel_size=3")
     assert bad["failed"] and "tensor_parallel_size 3" in bad["msg"]
+
+
+def test_config_json_tie_word_embeddings_and_experts(tmp_path):
+    """config_path reads vocab_size, hidden_size, tie_word_embeddings and the experts: a 4-bit checkpoint keeps the
+    embeddings, an untied LM head and the MoE router in 16 bit (Qwen2.5-7B's fields; Mixtral's for the router)."""
+    qwen = {"hidden_size": 3584, "intermediate_size": 18944, "max_position_embeddings": 32768, "num_attention_heads": 28,
+            "num_hidden_layers": 28, "num_key_value_heads": 4, "vocab_size": 152064, "tie_word_embeddings": False}
+    untied, tied = tmp_path / "untied.json", tmp_path / "tied.json"
+    untied.write_text(json.dumps(qwen))
+    tied.write_text(json.dumps(dict(qwen, tie_word_embeddings=True)))
+    a = s.size(config_path=str(untied), quantization="awq", dtype="float16", max_model_len=4096, gpu_name="RTX 4060")
+    b = s.size(config_path=str(tied), quantization="awq", dtype="float16", max_model_len=4096, gpu_name="RTX 4060")
+    # the tied config has no LM head; the untied one keeps it in 16 bit (2 bytes a parameter, not 0.52)
+    assert a["weights_gib"] - b["weights_gib"] == pytest.approx(152064 * 3584 * 2 / s.GIB, abs=0.02)
+    assert a["weights_gib"] > 5.0 and a["fits"] is False
+    mixtral = {"hidden_size": 4096, "intermediate_size": 14336, "num_attention_heads": 32, "num_hidden_layers": 32,
+               "num_key_value_heads": 8, "vocab_size": 32000, "num_local_experts": 8, "num_experts_per_tok": 2}
+    path = tmp_path / "mixtral.json"
+    path.write_text(json.dumps(mixtral))
+    arch = s.load_config(str(path))
+    assert arch["num_experts"] == 8 and arch["params_b"] == pytest.approx(46.7, abs=0.1)
+    router_gib = 32 * 4096 * 8 * (2 - 0.52) / s.GIB
+    flat = dict(arch, num_experts=1)
+    assert s.weights_per_gpu_gib(arch, "bfloat16", "awq", 1) - s.weights_per_gpu_gib(flat, "bfloat16", "awq", 1) == \
+        pytest.approx(router_gib, abs=0.001)
+
+
+def test_kv_cache_dtypes_fp8_variants_halve_the_page():
+    auto = s.size(model_preset="llama-3.1-8b", max_model_len=8192, **L40)
+    for kvd in ("fp8", "fp8_e4m3", "fp8_e5m2"):
+        assert s.size(model_preset="llama-3.1-8b", max_model_len=8192, kv_cache_dtype=kvd, **L40)["kv_bytes_per_token"] == \
+            auto["kv_bytes_per_token"] // 2
+
+
+def test_module_documentation_lists_the_allowed_values():
+    """gpu_sizing's DOCUMENTATION choices are the lists of _values (ansible-test compares them with the spec)."""
+    import yaml
+    from ansible_collections.llmserve.k3s.plugins.module_utils import _values
+    from ansible_collections.llmserve.k3s.plugins.modules import gpu_sizing
+    options = yaml.safe_load(gpu_sizing.DOCUMENTATION)["options"]
+    assert options["dtype"]["choices"] == list(_values.DTYPES) == gpu_sizing.ARGUMENT_SPEC["dtype"]["choices"]
+    assert options["quantization"]["choices"] == ["none"] + list(_values.QUANTIZATIONS)
+    assert options["kv_cache_dtype"]["choices"] == list(_values.KV_CACHE_DTYPES)
+    assert set(options) == set(gpu_sizing.ARGUMENT_SPEC)

@@ -5,7 +5,9 @@
 
 The marker JSON (model, revision, resolved commit, bytes, files) is written only after a complete download,
 so its presence with the same model and revision means the cache already holds that snapshot. The token is
-read from HF_TOKEN in the environment, never from the command line.
+read from HF_TOKEN in the environment, never from the command line; the Hub (or a mirror) from HF_ENDPOINT.
+When the Hub cannot be reached the script exits 2 with one line saying what it fetched, from where, and the
+offline ways; that line never holds the token.
 """
 
 from __future__ import annotations
@@ -39,6 +41,26 @@ def write_marker(path, record):
     os.replace(tmp, path)
 
 
+UNREACHABLE = 2
+
+
+def unreachable(exc):
+    """The first connection-level error in exc's chain (the hub wraps it in LocalEntryNotFoundError), else None."""
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, (ConnectionError, TimeoutError)) or type(seen).__name__ in ("ConnectError", "ConnectTimeout"):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def offline_message(args, endpoint, error):
+    return ("Downloading %s (revision %s) for model %s from the Hugging Face Hub at %s failed: %s: %s. Without access to "
+            "that host: set model_storage_hf_endpoint to a reachable mirror of the Hub, or set llmserve_models_predownload: "
+            "false and provide the weights another way (the pods read %s)."
+            % (args.model, args.revision, args.name, endpoint, type(error).__name__, error, args.cache_dir))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--name", required=True)
@@ -51,8 +73,16 @@ def main(argv=None):
     from huggingface_hub import snapshot_download  # pylint: disable=import-outside-toplevel
 
     started = time.time()
-    snapshot = snapshot_download(repo_id=args.model, revision=args.revision, cache_dir=args.cache_dir,
-                                 token=os.environ.get("HF_TOKEN") or None)
+    try:
+        snapshot = snapshot_download(repo_id=args.model, revision=args.revision, cache_dir=args.cache_dir,
+                                     token=os.environ.get("HF_TOKEN") or None)
+    except Exception as exc:  # pylint: disable=broad-exception-caught (re-raised unless it is a connection failure)
+        error = unreachable(exc)
+        if error is None:
+            raise
+        endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+        print(offline_message(args, endpoint, error), file=sys.stderr)
+        return UNREACHABLE
     size, files = measure(snapshot)
     write_marker(args.marker, {
         "name": args.name, "model": args.model, "revision": args.revision,

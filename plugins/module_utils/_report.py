@@ -175,8 +175,13 @@ def cache_case(model, actual, source=None, vllm_version=None):
     case = {
         "id": "%s-%s-tp%s" % (model.get("architecture") or model.get("name"), str(gpu.get("name") or "gpu").lower().replace(" ", "-"), tp),
         "source": source or "llmserve.k3s live check of %s" % model.get("name"),
+        "note": "weights_gib (Model loading took), activation_gib and non_torch_gib (Memory profiling / Available KV cache "
+                "memory) and the total GPU memory: from the pod's startup log",
         "kind": "full",
-        "engine": "v1 (%s)" % vllm_version if vllm_version else "v1 (the vLLM version of the pod's image)",
+        "engine": "v1",
+        "vllm_version": str(vllm_version) if vllm_version else None,
+        # Not used for fitting until the constants are refitted on it (see tests/unit/test_sizing_accuracy.py).
+        "split": "holdout",
         "model": model.get("architecture") or model.get("model"),
         "gpu": gpu.get("name"),
         "logged_total_gpu_memory_gib": gpu.get("memory_gib"),
@@ -184,12 +189,12 @@ def cache_case(model, actual, source=None, vllm_version=None):
         "dtype": model.get("dtype"),
         "gpu_memory_utilization": actual.get("gpu_memory_utilization", model.get("gpu_memory_utilization")),
         "max_model_len": model.get("max_model_len"),
-        "max_num_seqs": model.get("max_num_seqs"),
-        "max_num_batched_tokens": model.get("max_num_batched_tokens"),
-        "observed": observed,
-        "from_the_log": "weights_gib (Model loading took), activation_gib and non_torch_gib (Memory profiling / "
-                        "Available KV cache memory) from the pod's startup log, and the total GPU memory vLLM logged",
     }
+    # Given only where the command line set them, as in the case file.
+    for field in ("max_num_seqs", "max_num_batched_tokens"):
+        if model.get(field) is not None:
+            case[field] = model[field]
+    case["observed"] = observed
     if model.get("quantization"):
         case["quantization"] = model["quantization"]
     if model.get("kv_cache_dtype") not in (None, "auto"):
@@ -252,6 +257,8 @@ def _scalar(value):
     if isinstance(value, (int, float)):
         return str(value)
     text = str(value)
+    if re.match(r"^[0-9.]+$", text):
+        return '"%s"' % text  # a version such as 0.32.0 stays a string
     return text if re.match(r"^[A-Za-z0-9_./()-][A-Za-z0-9_ ./()-]*$", text) and not text.endswith(" ") else '"%s"' % text.replace('"', '\\"')
 
 

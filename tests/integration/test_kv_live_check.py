@@ -81,6 +81,6 @@ def test_a_planted_25_percent_difference_is_reported_with_the_case_data(vllm_ser
     assert abs(pct - 25.0) < 0.5 and row[-2] == "(%+.1f%%)" % pct and row[-1] == "off", row
     assert "tiny-llama: the plan is off by +%.1f%% (more than 10%%)" % pct in out
     # The case data: the vLLM version the server itself reports, its utilization and cache figures.
-    assert "engine: v1 (0.32.0)" in out
+    assert "vllm_version: \"0.32.0\"" in out
     assert "observed: {kv_cache_tokens: %d, fits: true, kv_cache_gib: 1.0}" % actual in out
     assert "max_model_len: 256" in out and "dtype: bfloat16" in out and "gpu_memory_utilization: " in out

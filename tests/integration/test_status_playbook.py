@@ -10,25 +10,12 @@ from __future__ import annotations
 import json
 import pathlib
 
-import yaml
-
-from ansible_collections.llmserve.k3s.plugins.module_utils import _plan
 from k8s_objects import event, node, pod, pvc
 from playbook import ROOT, run_playbook
+from plans import workstation_plan
 
 LOG = (pathlib.Path(__file__).parents[1] / "unit" / "data" / "vllm_logs" / "kv_cache_too_small.log").read_text()
 METRICS = json.loads((ROOT / "tests" / "unit" / "data" / "vllm_http" / "vllm_metrics.json").read_text())["body"]
-
-
-def _workstation_plan():
-    """The plan of the workstation inventory, made by the planner itself (its GPU facts from cluster.yml)."""
-    group_vars = ROOT / "inventories" / "workstation" / "group_vars" / "all"
-    cluster = yaml.safe_load((group_vars / "cluster.yml").read_text())
-    models = yaml.safe_load((group_vars / "models.yml").read_text())["llmserve_models"]
-    defaults = yaml.safe_load((ROOT / "roles" / "plan" / "defaults" / "main.yml").read_text())
-    nodes = [{"name": "workstation", "gpu_count": cluster["llmserve_gpu_count"], "gpu_name": cluster["llmserve_gpu_name"],
-              "gpu_slices": 1, "gpu_memory_gib": cluster["llmserve_gpu_memory_gib"], "labels": {}}]
-    return _plan.build_plan(models, nodes, defaults["plan_model_defaults"], defaults["plan_size_classes"])
 
 
 def _objects():
@@ -71,7 +58,7 @@ def test_status_fails_on_errors_when_asked(tmp_path):
 
 def test_status_compares_the_planned_kv_cache_with_the_pods_metrics(tmp_path):
     """The mixtral pod's /metrics (the recorded real one) says vLLM allocated 25% less KV cache than planned."""
-    plan = _workstation_plan()
+    plan = workstation_plan()
     predicted = next(m for m in plan["models"] if m["name"] == "mixtral-8x7b")["sizing"]["kv_cache_tokens"]
     blocks = int(round(predicted / 1.25 / 16))
     text = METRICS.replace('num_gpu_blocks="8192"', 'num_gpu_blocks="%d"' % blocks).replace('block_size="128"', 'block_size="16"')
@@ -88,4 +75,4 @@ def test_status_compares_the_planned_kv_cache_with_the_pods_metrics(tmp_path):
     assert row[1:] == [running["metadata"]["name"], str(predicted), str(blocks * 16), "%dx16" % blocks, "%+d" % diff,
                        "(%+.1f%%)" % (100.0 * diff / (blocks * 16)), "off"], row
     assert "mixtral-8x7b: the plan is off by +25.0% (more than 10%)" in out
-    assert "engine: v1 (0.32.0)" in out and "tensor_parallel_size: 1" in out
+    assert "vllm_version: \"0.32.0\"" in out and "tensor_parallel_size: 1" in out

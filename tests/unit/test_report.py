@@ -141,7 +141,9 @@ def test_an_off_prediction_gives_a_case_for_the_case_file():
     # The fields the case file's entries have (observed as the figures vLLM gave).
     common = set.intersection(*(set(c) for c in CASES if c.get("kind") == "full"))
     assert common - {"note"} <= set(case), common - set(case)
-    assert case["engine"] == "v1 (0.32.0)" and case["gpu"] == "L40" and case["gpu_memory_utilization"] == 0.92
+    assert case["engine"] == "v1" and case["vllm_version"] == "0.32.0" and case["split"] == "holdout"
+    assert case["gpu"] == "L40" and case["gpu_memory_utilization"] == 0.92 and case["max_num_seqs"] == 256
+    assert "max_num_batched_tokens" not in case  # not set on the command line
     assert case["observed"] == {"kv_cache_tokens": 1048576, "fits": True, "kv_cache_gib": 1.0}
     lines = _report.kv_table([dict(check, where="service")])
     assert lines[1].split() == ["MODEL", "WHERE", "PREDICTED_TOKENS", "ACTUAL_TOKENS", "BLOCKS", "DIFFERENCE", "STATUS"]
@@ -165,4 +167,4 @@ def test_the_filters_match_results_and_pods_to_planned_models():
     checks = report_filter.pod_kv_checks({"vllm-llama-abc": METRICS.replace('num_gpu_blocks="8192"', 'num_gpu_blocks="4096"')},
                                          pods, planned)
     assert len(checks) == 1 and checks[0]["where"] == "vllm-llama-abc" and checks[0]["status"] == "off"
-    assert checks[0]["difference_pct"] == 100.0 and checks[0]["case"]["engine"] == "v1 (0.32.0)"
+    assert checks[0]["difference_pct"] == 100.0 and checks[0]["case"]["vllm_version"] == "0.32.0"

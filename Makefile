@@ -14,7 +14,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export ANSIBLE_COLLECTIONS_PATH := $(VENV)/collections
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help bootstrap bootstrap-dev site render docs test lint sanity unit render-test integration molecule benchmarks build clean
+.PHONY: help bootstrap bootstrap-dev site render plan docs test lint sanity unit render-test integration molecule benchmarks build clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -40,6 +40,9 @@ site: bootstrap ## converge the inventory: hosts, k3s, models, ingress, monitori
 
 render: bootstrap ## render the Kubernetes bundle of the inventory into build/manifests/
 	ansible-playbook -i $(INVENTORY) playbooks/render.yml -e llmserve_render_dir=$(abspath $(RENDER_DIR)) $(ARGS)
+
+plan: bootstrap ## print the plan of the inventory's catalog (GPUs, memory, KV cache, settings) and write build/manifests/plan.json
+	ansible-playbook -i $(INVENTORY) playbooks/plan.yml -e llmserve_render_dir=$(abspath $(RENDER_DIR)) $(ARGS)
 
 docs: bootstrap ## regenerate docs/catalog.md's table of catalog fields from the planner's field table
 	python tests/lib/catalog_docs.py

@@ -254,6 +254,32 @@ def vllm_metrics(text, model=None):
     return result
 
 
+def kv_cache_config(text):
+    """The KV cache vLLM allocated, from vllm:cache_config_info on /metrics; {} when it is not exported.
+
+    {num_gpu_blocks, block_size, kv_cache_tokens (blocks x block size), engines, and kv_cache_memory_bytes,
+    gpu_memory_utilization, cache_dtype where vLLM labels them}. Several engines (data parallel): the smallest.
+    """
+    found = []
+    for labels, dummy in parse_prometheus(text if isinstance(text, str) else "").get("vllm:cache_config_info", []):
+        try:
+            blocks, block_size = int(labels["num_gpu_blocks"]), int(labels["block_size"])
+        except (KeyError, ValueError):
+            continue
+        info = {"num_gpu_blocks": blocks, "block_size": block_size, "kv_cache_tokens": blocks * block_size}
+        for key, cast in (("kv_cache_memory_bytes", int), ("gpu_memory_utilization", float), ("cache_dtype", str)):
+            try:
+                info[key] = cast(labels[key])
+            except (KeyError, ValueError):
+                pass
+        found.append(info)
+    if not found:
+        return {}
+    smallest = dict(min(found, key=lambda info: info["kv_cache_tokens"]))
+    smallest["engines"] = len(found)
+    return smallest
+
+
 def _headers(base_headers, api_key):
     headers = {"Accept": "application/json", "User-Agent": "llmserve.k3s-vllm_health"}
     headers.update(base_headers or {})
@@ -264,8 +290,8 @@ def _headers(base_headers, api_key):
 
 def check_once(fetch, url, model=None, api_key=None, headers=None, completion_probe=True, check_metrics=True,
                request_timeout=10.0):
-    """One full check; dict with status, msg, models, latency_ms, metrics, notes."""
-    result = {"status": None, "msg": "", "models": [], "latency_ms": {}, "metrics": {}, "notes": []}
+    """One full check; dict with status, msg, models, latency_ms, metrics, kv_cache, notes."""
+    result = {"status": None, "msg": "", "models": [], "latency_ms": {}, "metrics": {}, "kv_cache": {}, "notes": []}
     plain = _headers(headers, None)
     keyed = _headers(headers, api_key)
 
@@ -348,6 +374,7 @@ def check_once(fetch, url, model=None, api_key=None, headers=None, completion_pr
         if resp.status is not None and 200 <= resp.status < 300:
             result["latency_ms"]["metrics"] = resp.elapsed_ms
             result["metrics"] = vllm_metrics(resp.body, target)
+            result["kv_cache"] = kv_cache_config(resp.body)
             if not result["metrics"]:
                 result["notes"].append("%s has no vLLM metrics" % metrics_url)
         else:

@@ -158,6 +158,14 @@ metrics:
   returned: always
   type: dict
   sample: {running: 0, waiting: 0, kv_cache_usage_perc: 0.0}
+kv_cache:
+  description:
+    - The KV cache vLLM allocated, from C(vllm:cache_config_info) on C(/metrics) (the smallest engine's):
+      C(kv_cache_tokens) is C(num_gpu_blocks) x C(block_size). Empty when not read.
+  returned: always
+  type: dict
+  sample: {num_gpu_blocks: 8192, block_size: 128, kv_cache_tokens: 1048576, kv_cache_memory_bytes: 1073741824,
+           gpu_memory_utilization: 0.92, cache_dtype: auto, engines: 1}
 waited_s:
   description: Seconds spent checking.
   returned: always

@@ -11,9 +11,11 @@ import json
 import pathlib
 
 from k8s_objects import event, node, pod, pvc
-from playbook import run_playbook
+from playbook import ROOT, run_playbook
+from plans import workstation_plan
 
 LOG = (pathlib.Path(__file__).parents[1] / "unit" / "data" / "vllm_logs" / "kv_cache_too_small.log").read_text()
+METRICS = json.loads((ROOT / "tests" / "unit" / "data" / "vllm_http" / "vllm_metrics.json").read_text())["body"]
 
 
 def _objects():
@@ -52,3 +54,25 @@ def test_status_fails_on_errors_when_asked(tmp_path):
     result = _run(tmp_path, llmserve_status_fail=True)
     assert result.returncode != 0
     assert "KV cache for max_model_len does not fit" in result.stdout
+
+
+def test_status_compares_the_planned_kv_cache_with_the_pods_metrics(tmp_path):
+    """The mixtral pod's /metrics (the recorded real one) says vLLM allocated 25% less KV cache than planned."""
+    plan = workstation_plan()
+    predicted = next(m for m in plan["models"] if m["name"] == "mixtral-8x7b")["sizing"]["kv_cache_tokens"]
+    blocks = int(round(predicted / 1.25 / 16))
+    text = METRICS.replace('num_gpu_blocks="8192"', 'num_gpu_blocks="%d"' % blocks).replace('block_size="128"', 'block_size="16"')
+    objects = _objects()
+    running = objects["pods"][1]
+    objects["metrics"] = {running["metadata"]["name"]: text}
+    path = tmp_path / "objects.json"
+    path.write_text(json.dumps({"llmserve_status_objects": objects}))
+    result = run_playbook("status.yml", "inventories/workstation", extra_args=["-e", "@%s" % path])
+    out = result.stdout
+    assert result.returncode == 0, out[-4000:]
+    row = next(line.split() for line in out.splitlines() if line.split()[:2] == ["mixtral-8x7b", running["metadata"]["name"]])
+    diff = predicted - blocks * 16
+    assert row[1:] == [running["metadata"]["name"], str(predicted), str(blocks * 16), "%dx16" % blocks, "%+d" % diff,
+                       "(%+.1f%%)" % (100.0 * diff / (blocks * 16)), "off"], row
+    assert "mixtral-8x7b: the plan is off by +25.0% (more than 10%)" in out
+    assert "vllm_version: \"0.32.0\"" in out and "tensor_parallel_size: 1" in out

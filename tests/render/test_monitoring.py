@@ -277,7 +277,7 @@ def test_external_prometheus_renders_only_monitors_rules_and_dashboards(tmp_path
     assert charts == ["prometheus-adapter"]
     assert not [o for o in objects.values() if o["kind"] == "IngressRoute"]
     selected = [o for o in objects.values() if o["kind"] in ("PodMonitor", "ServiceMonitor", "PrometheusRule")]
-    assert len(selected) == 8  # 3 models, the front door, the routers, Traefik, the DCGM exporter, the rules
+    assert len(selected) == 9  # 3 models, the front door, the routers, Traefik, the DCGM exporter, the alert rules, the sizing rules
     for obj in selected:
         assert obj["metadata"]["labels"]["prometheus"] == "campus" and "release" not in obj["metadata"]["labels"]
     adapter = yaml.safe_load(_one(objects, "HelmChart", "prometheus-adapter")["spec"]["valuesContent"])

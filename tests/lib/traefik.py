@@ -17,7 +17,6 @@ import http.client
 import json
 import os
 import pathlib
-import signal
 import socket
 import ssl
 import subprocess
@@ -28,6 +27,7 @@ import urllib.parse
 import urllib.request
 
 import yaml
+from processes import stop_group
 
 TRAEFIK_VERSION = "3.7.8"  # what k3s v1.35.8+k3s1 (roles/k3s k3s_version) bundles; pinned in requirements-dev.txt
 
@@ -114,16 +114,7 @@ class Traefik:
                            f"{self.log_tail()}")
 
     def stop(self):
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
+        stop_group(self.proc)
 
     def __enter__(self):
         return self.start()

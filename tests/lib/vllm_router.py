@@ -11,12 +11,9 @@ model's pod labels, as the bundle runs it) needs an API server with pods and can
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import pathlib
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -25,6 +22,7 @@ import urllib.error
 import urllib.request
 
 from vllm_server import CACHE, VllmServer
+from processes import stop_group
 
 ROUTER_VERSION = "0.1.17"  # pinned in requirements-dev.txt; the bundle's image tag vllm/vllm-router:v0.1.17 matches it
 
@@ -168,19 +166,7 @@ class VllmRouter:
         return _get(f"http://{self.host}:{self.metrics_port}/metrics")[1].decode()
 
     def stop(self):
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                pass
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(10)
+        stop_group(self.proc)
 
     def __enter__(self):
         return self.start()

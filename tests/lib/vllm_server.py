@@ -28,6 +28,8 @@ import time
 import urllib.error
 import urllib.request
 
+from processes import stop_group
+
 CACHE = pathlib.Path(os.environ.get("LLMSERVE_TEST_CACHE", pathlib.Path.home() / ".cache" / "llmserve-tests"))
 VENV = CACHE / "vllm-venv"
 MODEL_DIR = CACHE / "tiny-llama"
@@ -276,20 +278,8 @@ class VllmServer:
         return pids
 
     def stop(self, grace=20):
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                pass
-        # The whole process group is ours (start_new_session): reap the engine core if it outlived the server.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(10)
+        # The whole process group is ours (start_new_session): the engine core goes too if it outlived the server.
+        stop_group(self.proc, grace)
 
     def __enter__(self):
         return self.start()

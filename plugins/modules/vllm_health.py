@@ -160,8 +160,8 @@ metrics:
   sample: {running: 0, waiting: 0, kv_cache_usage_perc: 0.0}
 kv_cache:
   description:
-    - The KV cache vLLM allocated, from C(vllm:cache_config_info) on C(/metrics) (the smallest engine's):
-      C(kv_cache_tokens) is C(num_gpu_blocks) x C(block_size). Empty when not read.
+    - The KV cache vLLM allocated, from C(vllm:cache_config_info) on C(/metrics) (the smallest engine's).
+    - C(kv_cache_tokens) is C(num_gpu_blocks) x C(block_size). Empty when not read.
   returned: always
   type: dict
   sample: {num_gpu_blocks: 8192, block_size: 128, kv_cache_tokens: 1048576, kv_cache_memory_bytes: 1073741824,

@@ -30,7 +30,7 @@ def pytest_collection_finish(session):
     modules = {id(item.module): item.module for item in session.items if getattr(item, "module", None) is not None}
     if not any(id(value) in users for module in modules.values() for value in vars(module).values()):
         return
-    import crds  # pylint: disable=import-outside-toplevel (tests/lib is on sys.path only from here on)
+    import crds  # pylint: disable=import-outside-toplevel  # tests/lib is on sys.path only from here on
 
     try:
         crds.crd_files()

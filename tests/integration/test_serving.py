@@ -138,17 +138,17 @@ def test_a_streamed_chat_arrives_chunk_by_chunk_and_as_early_as_direct(serving):
     ingress_conn = serving.client.connection()
     direct, ingress = [], []
     try:
-        for _ in range(7):  # interleaved, so both see the same machine load
+        for dummy in range(7):  # interleaved, so both see the same machine load
             direct.append(_stream_times(plain_stream(direct_url, chat_body("tiny-a"), KEY, conn=direct_conn)))
             ingress.append(_stream_times(serving.client.stream("/v1/chat/completions", chat_body("tiny-a"),
                                                                conn=ingress_conn)))
     finally:
         direct_conn.close()
         ingress_conn.close()
-    ttft_direct = statistics.median(first for first, _, _ in direct)
-    ttft_ingress = statistics.median(first for first, _, _ in ingress)
-    spread_direct = statistics.median(last - first for first, last, _ in direct)
-    spread_ingress = statistics.median(last - first for first, last, _ in ingress)
+    ttft_direct = statistics.median(first for first, dummy, dummy in direct)
+    ttft_ingress = statistics.median(first for first, dummy, dummy in ingress)
+    spread_direct = statistics.median(last - first for first, last, dummy in direct)
+    spread_ingress = statistics.median(last - first for first, last, dummy in ingress)
     print(f"\nTTFT direct {ttft_direct * 1000:.1f} ms, through the ingress {ttft_ingress * 1000:.1f} ms; "
           f"first-to-last chunk direct {spread_direct * 1000:.0f} ms, ingress {spread_ingress * 1000:.0f} ms")
     for first, last, pieces in ingress:
@@ -217,7 +217,7 @@ def test_one_client_gets_429_at_the_configured_rate_over_all_model_paths(serving
     def client(path):
         conn = serving.client.connection(source_ip="127.0.0.21")
         try:
-            for _ in range(total // len(paths)):
+            for dummy in range(total // len(paths)):
                 status = serving.client.request("GET", path, conn=conn).status
                 with lock:
                     statuses.append(status)
@@ -352,7 +352,7 @@ def test_zz_killing_a_replica_mid_load_keeps_non_streaming_requests_succeeding(s
         killed.set()
         for future in running:
             future.result(timeout=300)
-    failures = [status for _, status in results if status != 200]
+    failures = [status for dummy, status in results if status != 200]
     after_kill = [status for was_killed, status in results if was_killed]
     print(f"\nreplica killed after {len(results) - len(after_kill)} of {len(results)} requests; "
           f"{len(failures)} failed ({failures}); {len(after_kill)} sent after the kill")

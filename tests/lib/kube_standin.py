@@ -129,7 +129,7 @@ class KubeStandin:
                 events.put({"type": event, "object": obj})
 
     def _select(self, kind, namespace, selector):
-        return [copy.deepcopy(o) for (k, ns, _), o in sorted(self._objects.items())
+        return [copy.deepcopy(o) for (k, ns, dummy), o in sorted(self._objects.items())
                 if k == kind and namespace in (None, ns)
                 and label_selector_matches(selector, o["metadata"].get("labels") or {})]
 

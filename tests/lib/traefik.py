@@ -58,7 +58,7 @@ class Traefik:
     def __init__(self, api_url, helm_chart_config, log_dir, extra_args=()):
         self.api_url = api_url
         self.rendered_args = additional_arguments(helm_chart_config)
-        self.web_port, self.websecure_port, self.api_port, self.metrics_port = (free_port() for _ in range(4))
+        self.web_port, self.websecure_port, self.api_port, self.metrics_port = (free_port() for dummy in range(4))
         self.log_path = pathlib.Path(log_dir) / f"traefik-{self.websecure_port}.log"
         self.extra_args = list(extra_args)
         self.proc = None

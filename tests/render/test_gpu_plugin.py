@@ -150,7 +150,7 @@ def test_time_sliced_gpus_are_planned_as_shares(renders):
     catalog = [{"name": "llama-shared", "model": "meta-llama/Llama-3.1-8B-Instruct", "architecture": "llama-3.1-8b",
                 "max_model_len": 4096, "max_num_seqs": 16, "replicas": 2}]
     bundle = _render(renders, "shared", {"llmserve_gpu_count": 1, "llmserve_gpu_time_slicing_replicas": 2,
-                                                  "llmserve_models": catalog}, "gpu,namespace,models")
+                                         "llmserve_models": catalog}, "gpu,namespace,models")
     assert _quota(bundle)["requests.nvidia.com/gpu"] == "2"
     (dep,) = _kind(bundle, "Deployment", "models/")
     args = dep["spec"]["template"]["spec"]["containers"][0]["args"]

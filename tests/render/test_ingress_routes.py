@@ -103,7 +103,7 @@ def _door_config(bundle):
 def _door_path(path, config):
     """The path the front door forwards (it strips /models/<name> and the A/B prefix); None when it refuses."""
     if path.startswith("/models/"):
-        name, _, rest = path[len("/models/"):].partition("/")
+        name, dummy, rest = path[len("/models/"):].partition("/")
         return "/" + rest if name in config["models"] and rest.startswith("v1/") else None
     for prefix in config["ab_tests"]:
         if path.startswith(prefix + "/v1/"):
@@ -179,8 +179,8 @@ def test_front_door_serves_every_enabled_model_through_its_router_or_service(wor
     # A disabled catalog entry is not served (workstation: llama-3.1-8b-multi is disabled); multinode runs it on a router.
     assert "llama-3.1-8b-multi" not in _door_config(workstation)["models"]
     assert "llama-3.1-8b-multi" not in _route_obj(workstation)["spec"]["routes"][0]["match"]
-    assert _door_config(multinode)["models"]["llama-3.1-8b-multi"] == {"url": "http://vllm-llama-3-1-8b-multi-router:8000",
-                                                                        "client_affinity": False}
+    assert _door_config(multinode)["models"]["llama-3.1-8b-multi"] == {
+        "url": "http://vllm-llama-3-1-8b-multi-router:8000", "client_affinity": False}
 
 
 def test_default_model_and_tls(workstation, basic_ab):

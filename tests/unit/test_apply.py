@@ -131,7 +131,7 @@ def test_objects_without_the_component_label_are_never_pruned():
     secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "vllm-api-keys", "namespace": "llm-serving",
                                                                  "labels": {"app.kubernetes.io/managed-by": "llmserve.k3s"}}}
     foreign = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "mine", "namespace": "llm-serving",
-                                                                  "labels": {"llmserve.io/component": "ingress"}}}
+                                                                   "labels": {"llmserve.io/component": "ingress"}}}
     bare_model = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "x", "namespace": "llm-serving", "labels": {
         "app.kubernetes.io/managed-by": "llmserve.k3s", "llmserve.io/component": "models"}}}
     assert _apply.prune_list([listed(secret), listed(foreign), listed(bare_model)], BUNDLE, EVERYTHING) == []

@@ -101,7 +101,8 @@ def test_kustomization_lists_components_in_apply_order(tmp_path):
 
 def test_write_then_nothing_to_do(tmp_path):
     changed, written, removed = _bundle.write_component(str(tmp_path), "models/llama-3.1-8b", [DEPLOYMENT, SERVICE])
-    assert (changed, written, removed) == (True, ["models/llama-3.1-8b/deployment-vllm-llama-3-1-8b.yaml", "models/llama-3.1-8b/service-vllm-llama-3-1-8b.yaml"], [])
+    assert (changed, written, removed) == (True, ["models/llama-3.1-8b/deployment-vllm-llama-3-1-8b.yaml",
+                                                  "models/llama-3.1-8b/service-vllm-llama-3-1-8b.yaml"], [])
     files = sorted(tmp_path.rglob("*.yaml"))
     stamps = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in files}
     assert _bundle.write_component(str(tmp_path), "models/llama-3.1-8b", [DEPLOYMENT, SERVICE]) == (False, [], [])
@@ -118,7 +119,8 @@ def test_changed_object_rewrites_only_its_file(tmp_path):
     before = service.stat().st_mtime_ns, service.stat().st_ino
     bigger = yaml.safe_load(yaml.safe_dump(DEPLOYMENT))
     bigger["spec"]["replicas"] = 2
-    assert _bundle.write_component(str(tmp_path), "models/llama-3.1-8b", [bigger, SERVICE]) == (True, ["models/llama-3.1-8b/deployment-vllm-llama-3-1-8b.yaml"], [])
+    assert _bundle.write_component(str(tmp_path), "models/llama-3.1-8b", [bigger, SERVICE]) == (
+        True, ["models/llama-3.1-8b/deployment-vllm-llama-3-1-8b.yaml"], [])
     assert (service.stat().st_mtime_ns, service.stat().st_ino) == before
 
 
@@ -133,7 +135,8 @@ def test_absent_removes_the_component_and_its_entries(tmp_path):
     _bundle.write_component(str(tmp_path), "namespace", [NAMESPACE])
     _bundle.write_component(str(tmp_path), "models/llama-3.1-8b", [DEPLOYMENT, SERVICE])
     changed, written, removed = _bundle.write_component(str(tmp_path), "models/llama-3.1-8b", [], state="absent")
-    assert (changed, written, sorted(removed)) == (True, [], ["models/llama-3.1-8b/deployment-vllm-llama-3-1-8b.yaml", "models/llama-3.1-8b/service-vllm-llama-3-1-8b.yaml"])
+    assert (changed, written, sorted(removed)) == (True, [], ["models/llama-3.1-8b/deployment-vllm-llama-3-1-8b.yaml",
+                                                              "models/llama-3.1-8b/service-vllm-llama-3-1-8b.yaml"])
     assert not (tmp_path / "models/llama-3.1-8b").exists()
     assert _resources(tmp_path) == ["namespace/namespace-llm-serving.yaml"]
     assert _bundle.write_component(str(tmp_path), "models/llama-3.1-8b", [], state="absent") == (False, [], [])

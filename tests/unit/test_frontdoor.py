@@ -120,7 +120,7 @@ def call(door, method, path, body=None, headers=None, chunked=False):
         listed = resp.getheaders()
         headers = dict(listed)
         # No header comes twice (a proxy that adds its own Content-Type beside the backend's would).
-        assert len({k.lower() for k, _ in listed}) == len(listed), listed
+        assert len({k.lower() for k, dummy in listed}) == len(listed), listed
         return resp.status, headers, resp.read()
     finally:
         conn.close()
@@ -153,7 +153,7 @@ def test_per_model_path_strips_the_prefix_and_ignores_the_body(door, backends):
     status, headers, raw = call(door, "POST", "/models/tiny-b/v1/completions", body)
     assert status == 200 and headers["X-Backend"] == "tiny-b" and raw == RAW_ANSWER
     assert backends["tiny-b"].seen[-1]["path"] == "/v1/completions" and backends["tiny-b"].seen[-1]["body"] == body
-    status, _, raw = call(door, "GET", "/models/multi/v1/models")
+    status, dummy, raw = call(door, "GET", "/models/multi/v1/models")
     assert status == 200 and [m["id"] for m in json.loads(raw)["data"]] == ["multi"]
 
 
@@ -162,7 +162,7 @@ def test_per_model_path_strips_the_prefix_and_ignores_the_body(door, backends):
 @pytest.mark.parametrize("headers", [AUTH, {}])
 def test_paths_outside_the_api_are_a_plain_404_and_never_forwarded(door, backends, path, headers):
     before = sum(len(b.seen) for b in backends.values())
-    status, _, raw = call(door, "POST", path, b'{"model": "tiny-a"}', headers=headers)
+    status, dummy, raw = call(door, "POST", path, b'{"model": "tiny-a"}', headers=headers)
     # Plain text, as Traefik answers an unrouted path (vllm_health reads a JSON 404 as vLLM's own).
     assert status == 404 and raw == b"404 page not found\n"
     assert sum(len(b.seen) for b in backends.values()) == before
@@ -170,28 +170,28 @@ def test_paths_outside_the_api_are_a_plain_404_and_never_forwarded(door, backend
 
 def test_unknown_model_in_the_path_is_an_openai_404(door, backends):
     before = sum(len(b.seen) for b in backends.values())
-    status, _, raw = call(door, "POST", "/models/nope/v1/completions", b'{"model": "tiny-a"}')
+    status, dummy, raw = call(door, "POST", "/models/nope/v1/completions", b'{"model": "tiny-a"}')
     assert status == 404 and error_of(raw)["code"] == "model_not_found" and "tiny-a" in error_of(raw)["message"]
     assert sum(len(b.seen) for b in backends.values()) == before
     assert call(door, "POST", "/models/nope/v1/completions", b"{}", headers={})[0] == 401
 
 
 def test_v1_models_is_the_union_of_every_backend(door, backends):
-    status, _, raw = call(door, "GET", "/v1/models")
+    status, dummy, raw = call(door, "GET", "/v1/models")
     assert status == 200
     listing = json.loads(raw)
     assert listing["object"] == "list"
     # Entries exactly as each backend reports them; the model that is down is left out.
     assert sorted(listing["data"], key=lambda e: e["id"]) == sorted((b.entry for b in backends.values()), key=lambda e: e["id"])
     # A wrong key: the backends' own 401 comes back (vLLM checks the key, not the front door).
-    status, _, raw = call(door, "GET", "/v1/models", headers={"Authorization": "Bearer wrong-key-0123456789"})
+    status, dummy, raw = call(door, "GET", "/v1/models", headers={"Authorization": "Bearer wrong-key-0123456789"})
     assert status == 401 and json.loads(raw) == {"error": "Unauthorized"}
 
 
 @pytest.mark.parametrize("model", ["mixtral-8x7b", "TINY-A", 7, ["tiny-a"]])
 def test_unknown_model_is_an_openai_404_naming_the_models(door, backends, model):
     before = sum(len(b.seen) for b in backends.values())
-    status, _, raw = call(door, "POST", "/v1/completions", json.dumps({"model": model, "prompt": "x"}).encode())
+    status, dummy, raw = call(door, "POST", "/v1/completions", json.dumps({"model": model, "prompt": "x"}).encode())
     assert status == 404
     err = error_of(raw)
     assert err["code"] == "model_not_found" and err["type"] == "invalid_request_error"
@@ -202,7 +202,7 @@ def test_unknown_model_is_an_openai_404_naming_the_models(door, backends, model)
 @pytest.mark.parametrize("body, code", [(b'{"prompt": "x"}', "missing_model"), (b'{"model": "", "prompt": "x"}', "missing_model"),
                                         (b'{"model": "tiny-a"', "invalid_json"), (b'["tiny-a"]', "invalid_json"), (b"", "invalid_json")])
 def test_missing_model_or_bad_json_is_400(door, body, code):
-    status, _, raw = call(door, "POST", "/v1/chat/completions", body)
+    status, dummy, raw = call(door, "POST", "/v1/chat/completions", body)
     assert status == 400
     err = error_of(raw)
     assert err["code"] == code
@@ -215,7 +215,7 @@ def test_missing_model_or_bad_json_is_400(door, body, code):
 def test_body_over_the_limit_is_413_and_not_forwarded(door, backends, path, chunked):
     before = sum(len(b.seen) for b in backends.values())
     body = b'{"model": "tiny-a", "prompt": "' + b"x" * LIMIT + b'"}'
-    status, _, raw = call(door, "POST", path, body, chunked=chunked)
+    status, dummy, raw = call(door, "POST", path, body, chunked=chunked)
     assert status == 413 and error_of(raw)["code"] == "request_too_large"
     assert sum(len(b.seen) for b in backends.values()) == before
     # Exactly at the limit still passes.
@@ -230,7 +230,7 @@ def test_body_over_the_limit_is_413_and_not_forwarded(door, backends, path, chun
                                      {"Authorization": "Bearer two words"}])
 def test_missing_or_malformed_key_is_401_on_every_path(door, backends, path, headers):
     before = sum(len(b.seen) for b in backends.values())
-    status, _, raw = call(door, "POST" if "completions" in path else "GET", path, b'{"model": "tiny-a"}', headers=headers)
+    status, dummy, raw = call(door, "POST" if "completions" in path else "GET", path, b'{"model": "tiny-a"}', headers=headers)
     assert status == 401
     assert error_of(raw)["code"] == "invalid_api_key"
     assert sum(len(b.seen) for b in backends.values()) == before
@@ -263,8 +263,8 @@ def test_stream_arrives_chunk_by_chunk(door):
 
 def test_ab_path_spreads_over_both_models_and_strips_the_prefix(door, backends):
     hits = {"tiny-a": 0, "tiny-b": 0}
-    for _ in range(40):
-        status, headers, _ = call(door, "POST", "/ab/v1/completions", b'{"prompt": "x"}')
+    for dummy in range(40):
+        status, headers, dummy = call(door, "POST", "/ab/v1/completions", b'{"prompt": "x"}')
         assert status == 200
         hits[headers["X-Backend"]] += 1
     assert hits["tiny-a"] >= 5 and hits["tiny-b"] >= 5, hits
@@ -272,7 +272,7 @@ def test_ab_path_spreads_over_both_models_and_strips_the_prefix(door, backends):
 
 
 def test_down_backend_is_502_and_reported_on_metrics_and_healthz(door):
-    status, _, raw = call(door, "POST", "/v1/completions", b'{"model": "gone", "prompt": "x"}')
+    status, dummy, raw = call(door, "POST", "/v1/completions", b'{"model": "gone", "prompt": "x"}')
     assert status == 502 and error_of(raw)["code"] == "backend_unavailable"
     call(door, "POST", "/v1/completions", b'{"model": "tiny-a", "prompt": "x"}')
     call(door, "POST", "/v1/completions", b'{"model": "nope", "prompt": "x"}')
@@ -311,7 +311,7 @@ def test_client_affinity_sends_the_client_address_as_session_key(door, backends)
 def test_default_model_takes_requests_that_name_none(backends):
     config = {"models": {"tiny-a": {"url": backends["tiny-a"].url}, "tiny-b": {"url": backends["tiny-b"].url}}, "default_model": "tiny-b"}
     with FrontDoor(config) as door:
-        status, headers, _ = call(door, "POST", "/v1/completions", b'{"prompt": "x"}', headers={})
+        status, headers, dummy = call(door, "POST", "/v1/completions", b'{"prompt": "x"}', headers={})
         assert status == 200 and headers["X-Backend"] == "tiny-b"
         # require_bearer is off here: no Authorization header reaches the backend, and none is refused.
         assert "Authorization" not in backends["tiny-b"].seen[-1]["headers"]
@@ -333,7 +333,7 @@ def test_headers_aliasing_identity_headers_are_never_forwarded(door, backends):
     """X_Forwarded_User / X.Forwarded.User would read as X-Forwarded-User to a backend that folds '_' and '.'."""
     spoof = dict(AUTH, **{"X_Forwarded_User": "admin", "X.Forwarded.Email": "root@x", "X_Real_Ip": "10.0.0.1",
                           "X_Custom_Thing": "kept", "X-Forwarded-Proto": "https"})
-    status, _, dummy = call(door, "POST", "/models/tiny-a/v1/completions", b'{"model": "tiny-a"}', headers=spoof)
+    status, dummy, dummy = call(door, "POST", "/models/tiny-a/v1/completions", b'{"model": "tiny-a"}', headers=spoof)
     assert status == 200
     seen = {k.lower(): v for k, v in backends["tiny-a"].seen[-1]["headers"].items()}
     assert not any(k in seen for k in ("x_forwarded_user", "x.forwarded.email", "x_real_ip"))

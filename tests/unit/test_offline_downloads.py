@@ -10,7 +10,6 @@ import hashlib
 import pathlib
 import sys
 
-import pytest
 import yaml
 
 from playbook import recap, run_playbook

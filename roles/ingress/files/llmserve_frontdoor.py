@@ -200,7 +200,7 @@ class FrontDoor:
         path = request.match_info["tail"]
         path = "/" + path
         if path.startswith("/models/"):
-            name, _, rest = path[len("/models/"):].partition("/")
+            name, dummy, rest = path[len("/models/"):].partition("/")
             if name not in self.models:
                 return "", error(404, "The model `%s` does not exist. Models: %s." % (name, ", ".join(sorted(self.models))), code="model_not_found")
             if not rest.startswith("v1/"):
@@ -300,7 +300,7 @@ class FrontDoor:
                 if entry.get("id") not in seen:
                     seen.add(entry.get("id"))
                     data.append(entry)
-        if not data and any(status != 200 for status, _ in answers):
+        if not data and any(status != 200 for status, dummy in answers):
             return error(503, "No model backend answered.", kind="server_error", code="backend_unavailable")
         return web.json_response({"object": "list", "data": data})
 

@@ -76,7 +76,7 @@ def main(argv=None):
     try:
         snapshot = snapshot_download(repo_id=args.model, revision=args.revision, cache_dir=args.cache_dir,
                                      token=os.environ.get("HF_TOKEN") or None)
-    except Exception as exc:  # pylint: disable=broad-exception-caught (re-raised unless it is a connection failure)
+    except Exception as exc:  # pylint: disable=broad-exception-caught  # re-raised unless it is a connection failure
         error = unreachable(exc)
         if error is None:
             raise

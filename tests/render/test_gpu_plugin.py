@@ -152,7 +152,8 @@ def test_time_sliced_gpus_are_planned_as_shares(renders):
     bundle = _render(renders, "shared", {"llmserve_gpu_count": 1, "llmserve_gpu_time_slicing_replicas": 2,
                                          "llmserve_models": catalog}, "gpu,namespace,models")
     assert _quota(bundle)["requests.nvidia.com/gpu"] == "2"
-    (dep,) = _kind(bundle, "Deployment", "models/")
+    # The model's own Deployment (two replicas also get a vllm-router Deployment in the same folder).
+    (dep,) = [d for d in _kind(bundle, "Deployment", "models/") if d["metadata"]["name"] == "vllm-llama-shared"]
     args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--gpu-memory-utilization") + 1] == "0.45"
     assert dep["metadata"]["annotations"]["llmserve.io/placement"] == "workstation,workstation"

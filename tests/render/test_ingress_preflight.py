@@ -77,4 +77,4 @@ def test_valid_settings_pass_the_same_checks(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:]
     # The A/B split is the front door's (no TraefikService any more): its config carries both weights.
     config = yaml.safe_load((tmp_path / "bundle" / "ingress" / "configmap-llmserve-frontdoor.yaml").read_text())["data"]["config.json"]
-    assert json.loads(config)["ab_tests"] == {"/ab": AB["backends"]}
+    assert json.loads(config)["ab_tests"] == {"/ab": extra["ingress_ab_test"]["backends"]}

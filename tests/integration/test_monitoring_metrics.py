@@ -5,6 +5,9 @@ expression through Prometheus's HTTP API: each must parse, each panel query must
 The Prometheus scrape job carries the target labels the rendered PodMonitor gives in the cluster (namespace, pod,
 and model_name from the pod label llmserve.io/model) and honours the scraped labels, as the PodMonitor does.
 
+The front door (roles/ingress/files/llmserve_frontdoor.py) runs for real in front of the same vLLM, scraped with the
+rendered front-door PodMonitor's metricRelabelings, so its panels and the FrontDoorNoBackend alert see real series.
+
 GPU (DCGM exporter) and Traefik panels cannot have data here (no GPU, no Traefik): their metric names are checked
 against recorded lists in tests/render/test_monitoring.py instead. The pod-restart alert reads kube-state-metrics,
 which does not run here either: it is only parsed.
@@ -16,11 +19,13 @@ import json
 import pathlib
 import re
 import time
+import urllib.error
 import urllib.request
 
 import pytest
 import yaml
 
+from frontdoor import FrontDoor
 from k8s_schema import load_bundle
 from playbook import render
 from prometheus import PrometheusServer
@@ -29,11 +34,13 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 DASHBOARDS = ROOT / "roles" / "monitoring" / "files" / "dashboards"
 NAMESPACE = "llm-serving"
 POD = "vllm-tiny-0"
+FRONTDOOR_POD = "llmserve-frontdoor-0"
 ABSENT_MODEL = "not-deployed"
 
 
 def _is_vllm(expr):
-    return "vllm:" in expr or "http_requests_total" in expr or "up{" in expr
+    """A query over series this module serves: vLLM's own, its target's, and the front door's."""
+    return "vllm:" in expr or "http_requests_total" in expr or "up{" in expr or "llmserve_frontdoor_" in expr
 
 
 def _post(url, body, timeout=120):
@@ -47,7 +54,8 @@ def bundle(vllm_server, tmp_path_factory):
     """The monitoring component rendered by the real render playbook for a catalog holding the served model and
     one model that is not running."""
     dest = tmp_path_factory.mktemp("monitoring-rules")
-    catalog = [{"name": vllm_server.name, "model": "local/tiny"}, {"name": ABSENT_MODEL, "model": "local/none"}]
+    catalog = [{"name": vllm_server.name, "model": "local/tiny", "params_b": 0.01},
+               {"name": ABSENT_MODEL, "model": "local/none", "params_b": 0.01}]
     result = render(dest, tags="monitoring", extra_vars={"llmserve_models": catalog})
     assert result.returncode == 0, result.stdout[-4000:]
     return load_bundle(dest)
@@ -59,26 +67,49 @@ def rules(bundle):
     return [r for g in rule["spec"]["groups"] for r in g["rules"]]
 
 
+def _relabel(rules):
+    """A PodMonitor's relabelings / metricRelabelings as Prometheus writes them (camelCase -> snake_case)."""
+    keys = {"sourceLabels": "source_labels", "targetLabel": "target_label", "regex": "regex", "action": "action",
+            "replacement": "replacement", "separator": "separator"}
+    return [{keys[k]: v for k, v in rule.items()} for rule in rules]
+
+
 @pytest.fixture(scope="module")
-def prometheus(vllm_server):
-    """A real Prometheus scraping the real vLLM every second, after real requests (bounded waits throughout)."""
-    job = {"job_name": "vllm", "honor_labels": True, "metrics_path": "/metrics",
-           "static_configs": [{"targets": ["127.0.0.1:%d" % vllm_server.port],
-                               "labels": {"namespace": NAMESPACE, "pod": POD, "model_name": vllm_server.name}}]}
-    with PrometheusServer([job], interval="1s") as prom:
-        prom.wait_for('up{job="vllm"} == 1', timeout=60)
-        base = vllm_server.url + "/v1/completions"
-        prompt = "The quick brown fox jumps over the lazy dog. " * 6
-        for i in range(6):
-            _post(base, {"model": vllm_server.name, "prompt": prompt + str(i % 2), "max_tokens": 12, "temperature": 0})
-        streamed = _post(base, {"model": vllm_server.name, "prompt": "Hello, how are you", "max_tokens": 8,
-                                "stream": True})
-        assert "data: [DONE]" in streamed
-        # Counters were scraped before the requests; wait until the samples after them are in.
-        prom.wait_for('sum(vllm:request_success_total{job="vllm"}) >= 7', timeout=60)
-        prom.wait_for('sum(rate(vllm:time_to_first_token_seconds_count{job="vllm"}[5m])) > 0', timeout=30)
-        time.sleep(3)
-        yield prom
+def prometheus(vllm_server, bundle):
+    """A real Prometheus scraping the real vLLM and the real front door in front of it every second, after real
+    requests (bounded waits throughout)."""
+    monitor = next(o for o in bundle.values() if o["kind"] == "PodMonitor" and o["metadata"]["name"] == "llmserve-frontdoor")
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    with FrontDoor({"models": {vllm_server.name: {"url": vllm_server.url}}, "require_bearer": False}) as door:
+        admin = door.admin_url.split("//", 1)[1]
+        job = {"job_name": "vllm", "honor_labels": True, "metrics_path": "/metrics",
+               "static_configs": [{"targets": ["127.0.0.1:%d" % vllm_server.port],
+                                   "labels": {"namespace": NAMESPACE, "pod": POD, "model_name": vllm_server.name}}]}
+        frontdoor_job = {"job_name": "frontdoor", "metrics_path": endpoint["path"],
+                         "static_configs": [{"targets": [admin], "labels": {"namespace": NAMESPACE, "pod": FRONTDOOR_POD}}],
+                         "metric_relabel_configs": _relabel(endpoint.get("metricRelabelings", []))}
+        with PrometheusServer([job, frontdoor_job], interval="1s") as prom:
+            prom.wait_for('up{job="vllm"} == 1', timeout=60)
+            prom.wait_for('up{job="frontdoor"} == 1', timeout=60)
+            base = vllm_server.url + "/v1/completions"
+            prompt = "The quick brown fox jumps over the lazy dog. " * 6
+            for i in range(6):
+                _post(base, {"model": vllm_server.name, "prompt": prompt + str(i % 2), "max_tokens": 12, "temperature": 0})
+            streamed = _post(base, {"model": vllm_server.name, "prompt": "Hello, how are you", "max_tokens": 8,
+                                    "stream": True})
+            assert "data: [DONE]" in streamed
+            # Through the front door: one answered request and one vLLM refuses (an OpenAI 400 for the model).
+            _post(door.url + "/v1/completions", {"model": vllm_server.name, "prompt": "Hi", "max_tokens": 2})
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                _post(door.url + "/v1/completions", {"model": vllm_server.name, "prompt": "Hi", "max_tokens": -1})
+            assert refused.value.code == 400
+            # Counters were scraped before the requests; wait until the samples after them are in.
+            prom.wait_for('sum(vllm:request_success_total{job="vllm"}) >= 7', timeout=60)
+            prom.wait_for('sum(rate(vllm:time_to_first_token_seconds_count{job="vllm"}[5m])) > 0', timeout=30)
+            prom.wait_for('min(llmserve_frontdoor_backend_up{model_name="%s"}) == 1' % vllm_server.name, timeout=60)
+            prom.wait_for('sum(llmserve_frontdoor_requests_total{code="400"}) >= 1', timeout=60)
+            time.sleep(3)
+            yield prom
 
 
 def _panels():
@@ -108,7 +139,8 @@ def test_every_vllm_panel_query_returns_data(prometheus, vllm_server):
     assert sorted(set(checked)) == sorted([
         "Request throughput", "Tokens per second", "Running and waiting requests", "Requests by finish reason",
         "HTTP responses by status", "Time to first token", "Inter-token latency", "End-to-end request latency",
-        "Queue time", "KV cache usage", "Preemptions", "Prefix cache hit rate"])
+        "Queue time", "KV cache usage", "Preemptions", "Prefix cache hit rate",
+        "Front door requests by model and code", "Front door errors", "Backends up (front door health checks)"])
 
 
 def test_panel_values_match_the_requests_sent(prometheus, vllm_server):
@@ -133,7 +165,7 @@ def test_every_alert_expression_parses_and_vllm_ones_see_real_series(prometheus,
         if not _is_vllm(rule["expr"]) or rule["alert"] == "VllmModelDown":
             continue
         # The left side of the threshold must select the real series (labels namespace/model_name line up).
-        left = re.split(r"\s>\s[0-9.]+\s*$", rule["expr"].strip())[0]
+        left = re.split(r"\s(?:>|==)\s[0-9.]+\s*$", rule["expr"].strip())[0]
         if rule["alert"] == "VllmServerErrors":
             left = left.split("\n/")[-1] if "\n/" in left else left.split(" / ")[-1]
         data = prometheus.query(left)["data"]["result"]

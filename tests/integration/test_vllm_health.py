@@ -124,9 +124,14 @@ def test_bad_arguments_fail_before_any_request():
     assert result["failed"] and "ca_path /nonexistent/ca.pem cannot be used" in result["msg"]
 
 
+def _entry(name, **fields):
+    """A catalog entry the plan accepts (the playbook plans the catalog before it checks anything)."""
+    return {"name": name, "model": "local/tiny", "params_b": 0.01, **fields}
+
+
 def test_health_playbook_bad_settings_name_the_variable():
     result = run_playbook("health.yml", "inventories/workstation", extra_vars={
-        "llmserve_models": [{"name": "tiny-llama"}], "llmserve_health_endpoints": ["pod"]})
+        "llmserve_models": [_entry("tiny-llama")], "llmserve_health_endpoints": ["pod"]})
     assert result.returncode != 0
     assert "llmserve_health_endpoints=['pod'] (give service, ingress and/or shared)" in result.stdout
 
@@ -137,7 +142,7 @@ def test_health_playbook_default_service_url_is_the_cluster_dns_name():
     The ClusterIP lookup (kubernetes.core.k8s_info, the default) needs a cluster and is not run here.
     """
     result = run_playbook("health.yml", "inventories/workstation", extra_vars={
-        "llmserve_models": [{"name": "tiny.llama"}], "llmserve_health_endpoints": ["service"],
+        "llmserve_models": [_entry("tiny.llama")], "llmserve_health_endpoints": ["service"],
         "llmserve_health_service_address": "dns", "llmserve_namespace": "llm-test"})
     assert result.returncode != 0
     assert "tiny.llama  service   unreachable  -" in result.stdout
@@ -152,13 +157,14 @@ def _health_playbook(models, urls, endpoints=("service", "ingress")):
 
 def test_health_playbook_table_and_failure(vllm_server):
     closed = "http://127.0.0.1:%d" % free_port()
-    models = [{"name": "tiny-llama"}, {"name": "ghost"}, {"name": "off", "enabled": False}]
+    models = [_entry("tiny-llama"), _entry("ghost"), _entry("off", enabled=False)]
     urls = {"tiny-llama": {"service": vllm_server.url, "ingress": vllm_server.url + "/v1"},
             "ghost": {"service": closed, "ingress": closed}, "off": {"service": closed}}
     result = _health_playbook(models, urls)
     out = result.stdout
     assert result.returncode != 0, out[-3000:]
-    rows = [line.split() for line in out.splitlines()]
+    health_out, _, kv_out = out.partition("KV cache, planned vs allocated by vLLM")
+    rows = [line.split() for line in health_out.splitlines()]
     rows = [row for row in rows if len(row) > 3 and row[1] in ("service", "ingress")]
     tiny = [row for row in rows if row[0] == "tiny-llama"]
     ghost = [row for row in rows if row[0] == "ghost"]
@@ -166,8 +172,11 @@ def test_health_playbook_table_and_failure(vllm_server):
     assert len(ghost) == 2 and all(row[2] == "unreachable" and row[3] == "-" for row in ghost), rows
     assert not any(row[0] == "off" for row in rows), "a disabled model was checked"
     assert "ghost (service): unreachable" in out
+    # The live KV-cache check read what the real server allocated (no sizing for a params_b-only entry: no prediction).
+    kv_rows = [line.split() for line in kv_out.splitlines() if line.split()[:1] == ["tiny-llama"]]
+    assert kv_rows and all(row[3].isdigit() and int(row[3]) > 0 for row in kv_rows), kv_out[:2000]
 
-    result = _health_playbook([{"name": "tiny-llama"}], urls, endpoints=["service"])
+    result = _health_playbook([_entry("tiny-llama")], urls, endpoints=["service"])
     assert result.returncode == 0, result.stdout[-3000:]
     assert "1 endpoints ready" in result.stdout
 

@@ -187,6 +187,7 @@ class VllmServer:
         self.proc = None
         self.started_at = None
         self.ready_after_s = None
+        self._warmed = False
 
     @property
     def url(self):
@@ -231,18 +232,61 @@ class VllmServer:
         except (OSError, ValueError):
             return None
 
-    def wait_ready(self, timeout=300):
-        """Wait (bounded) until /health answers 200; raises with the log tail when it dies or times out."""
+    def wait_ready(self, timeout=300, attempts=3):
+        """Wait (bounded) until /health answers 200 and a first one-token completion comes back; raises with the log
+        tail when it dies or times out.
+
+        The first completion is the engine's first forward pass. On CPUs with AMX, vLLM 0.32's engine core has been
+        seen to die there now and then (SIGILL, or "exit code None", in a kernel picked for the CPU's instruction
+        set) while the same server answers hundreds of requests on another start. Such a server is started again
+        on the same port, up to `attempts` starts in all, and every restart is printed with its log file.
+        """
         deadline = time.monotonic() + timeout
+        for attempt in range(1, attempts + 1):
+            self._wait_health(deadline)
+            if self._warmed or self._first_completion(deadline):
+                self._warmed = True
+                self.ready_after_s = round(time.monotonic() - self.started_at, 1)
+                return self
+            failed_log = self.log_path
+            if attempt == attempts:
+                raise RuntimeError(f"vLLM's engine died at its first completion on {attempts} starts; "
+                                   f"log {failed_log}:\n{self.log_tail()}")
+            self.stop()
+            self.log_path = failed_log.with_name(f"{failed_log.stem}-retry{attempt}.log")
+            print(f"vLLM {self.name} on port {self.port}: the engine died at its first completion "
+                  f"(log {failed_log}); starting it again ({attempt + 1}/{attempts})", flush=True)
+            self.start()
+        raise AssertionError("unreachable")
+
+    def _wait_health(self, deadline):
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"vLLM exited with {self.proc.returncode} before it was ready; "
                                    f"log {self.log_path}:\n{self.log_tail()}")
             if self.health_status() == 200:
-                self.ready_after_s = round(time.monotonic() - self.started_at, 1)
-                return self
+                return
             time.sleep(1)
-        raise TimeoutError(f"vLLM not ready after {timeout}s; log {self.log_path}:\n{self.log_tail()}")
+        raise TimeoutError(f"vLLM not ready by the deadline; log {self.log_path}:\n{self.log_tail()}")
+
+    def _first_completion(self, deadline):
+        """True when one greedy one-token completion succeeds; False when the engine died doing it."""
+        body = json.dumps({"model": self.name, "prompt": "ping", "max_tokens": 1, "temperature": 0}).encode()
+        request = urllib.request.Request(self.url + "/v1/completions", data=body,
+                                         headers={"Content-Type": "application/json"})
+        if self.api_key:
+            request.add_header("Authorization", "Bearer " + self.api_key)
+        try:
+            with urllib.request.urlopen(request, timeout=max(5.0, deadline - time.monotonic())) as response:
+                response.read()
+                return True
+        except (OSError, ValueError):
+            # An engine that died answers 500 and the API server exits soon after; give it a moment to show.
+            for _ in range(20):
+                if self.proc.poll() is not None or self.health_status() not in (200,):
+                    return False
+                time.sleep(0.5)
+            raise
 
     def wait_port(self, timeout=180):
         """Wait until the port accepts connections (vLLM binds it before it loads the model)."""

@@ -114,7 +114,11 @@ def ingress_overhead(stack, vllms):
     ttft_d, ttft_t = [], []
     direct_conn, ingress_conn = direct.conn, through.conn  # kept alive, as SDK clients keep them
     for _ in range(20):
+        # A pause before each stream: sent back to back, vLLM's API server often sends the next answer in one burst
+        # (first chunk at the end), on either path (tests/integration/test_serving.py _interleaved_streams).
+        time.sleep(0.5)
         ttft_d.append(plain_stream(vllms["tiny-a"].url + "/v1/chat/completions", chat, KEY, conn=direct_conn)[1][0][0])
+        time.sleep(0.5)
         ttft_t.append(stack.client.stream("/v1/chat/completions", chat, conn=ingress_conn)[1][0][0])
     rps = {}
     for concurrency, per_client in ((1, 30), (16, 6)):

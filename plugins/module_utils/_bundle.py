@@ -42,7 +42,8 @@ _PLAIN = re.compile(r"^[A-Za-z_/][A-Za-z0-9_./:@=+-]*( [A-Za-z0-9_./@=+()-]+)*$"
 _RESERVED = frozenset("true false yes no on off null y n".split())
 
 
-def _scalar(value):
+def yaml_scalar(value):
+    """One YAML scalar: plain where it reads back as the same string, else JSON-quoted (JSON is YAML)."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -65,7 +66,7 @@ def _emit(value, indent, out):
     pad = " " * indent
     if isinstance(value, dict):
         for key, item in value.items():
-            head = pad + _scalar(key) + ":"
+            head = pad + yaml_scalar(key) + ":"
             if isinstance(item, (dict, list)) and item:
                 out.append(head)
                 _emit(item, indent + 2 if isinstance(item, dict) else indent, out)
@@ -77,7 +78,7 @@ def _emit(value, indent, out):
                 out.append(head + (" |" if item.endswith("\n") else " |-"))
                 out.extend((pad + "  " + line) if line else "" for line in item.rstrip("\n").split("\n"))
             else:
-                out.append(head + " " + _scalar(item))
+                out.append(head + " " + yaml_scalar(item))
     else:
         for item in value:
             if isinstance(item, (dict, list)) and item:
@@ -90,7 +91,7 @@ def _emit(value, indent, out):
             elif isinstance(item, list):
                 out.append(pad + "- []")
             else:
-                out.append(pad + "- " + _scalar(item))
+                out.append(pad + "- " + yaml_scalar(item))
 
 
 def dump(obj):

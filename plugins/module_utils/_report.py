@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import re
 
+from ansible_collections.llmserve.k3s.plugins.module_utils._bundle import yaml_scalar
+
 GIB = 1024 ** 3
 # The settings the report says the origin of, in table order, with their column titles.
 SETTINGS = (("max_model_len", "MAX_MODEL_LEN"), ("max_num_seqs", "MAX_NUM_SEQS"), ("tensor_parallel_size", "TP"),
@@ -249,26 +251,13 @@ def kv_table(checks, tolerance=KV_TOLERANCE):
     return lines
 
 
-def _scalar(value):
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return str(value)
-    text = str(value)
-    if re.match(r"^[0-9.]+$", text):
-        return '"%s"' % text  # a version such as 0.32.0 stays a string
-    return text if re.match(r"^[A-Za-z0-9_./()-][A-Za-z0-9_ ./()-]*$", text) and not text.endswith(" ") else '"%s"' % text.replace('"', '\\"')
-
-
 def _yaml_lines(case):
     """A case as the YAML list item the case file holds (flat keys; observed as a flow mapping)."""
     lines = []
     for i, (key, value) in enumerate(case.items()):
         if isinstance(value, dict):
-            text = "{%s}" % ", ".join("%s: %s" % (k, _scalar(v)) for k, v in value.items())
+            text = "{%s}" % ", ".join("%s: %s" % (k, yaml_scalar(v)) for k, v in value.items())
         else:
-            text = _scalar(value)
+            text = yaml_scalar(value)
         lines.append(("- " if i == 0 else "  ") + "%s: %s" % (key, text))
     return lines

@@ -70,6 +70,16 @@ def label_selector_matches(selector, labels):
     return True
 
 
+def send_json(handler, status, body):
+    """Answer a BaseHTTPRequestHandler request with a JSON body of known length."""
+    data = json.dumps(body).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
 class KubeStandin:
     """Serves objects read-only in the Kubernetes API shape on 127.0.0.1 (or another loopback address)."""
 
@@ -148,12 +158,7 @@ class KubeStandin:
                 pass
 
             def _send_json(self, status, body):
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, status, body)
 
             def _status(self, code, reason, message):
                 self._send_json(code, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",

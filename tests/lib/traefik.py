@@ -19,7 +19,6 @@ import os
 import pathlib
 import socket
 import ssl
-import subprocess
 import sys
 import time
 import urllib.error
@@ -27,7 +26,7 @@ import urllib.parse
 import urllib.request
 
 import yaml
-from processes import stop_group
+from processes import LoggedServer
 
 TRAEFIK_VERSION = "3.7.8"  # what k3s v1.35.8+k3s1 (roles/k3s k3s_version) bundles; pinned in requirements-dev.txt
 
@@ -52,7 +51,7 @@ def additional_arguments(helm_chart_config):
     return list(values.get("additionalArguments") or [])
 
 
-class Traefik:
+class Traefik(LoggedServer):
     """Real Traefik on 127.0.0.1, reading CRDs from a Kubernetes API (the stand-in); stopped by pid."""
 
     def __init__(self, api_url, helm_chart_config, log_dir, extra_args=()):
@@ -78,19 +77,6 @@ class Traefik:
                  "--log.level=INFO", "--accesslog=false"]
         return [str(traefik_binary()), *chart, *self.rendered_args, *self.extra_args]
 
-    def start(self):
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         start_new_session=True)
-        return self
-
-    def log_tail(self, lines=40):
-        try:
-            return "\n".join(self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
     def api(self, path):
         with urllib.request.urlopen(f"http://127.0.0.1:{self.api_port}/api{path}", timeout=5) as response:
             return json.loads(response.read())
@@ -112,16 +98,6 @@ class Traefik:
             time.sleep(0.25)
         raise TimeoutError(f"no enabled router like {name_part!r} after {timeout}s: {json.dumps(routers)[:3000]}\n"
                            f"{self.log_tail()}")
-
-    def stop(self):
-        stop_group(self.proc)
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-        return False
 
 
 class _Connection(http.client.HTTPSConnection):

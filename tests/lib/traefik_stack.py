@@ -10,6 +10,7 @@ import json
 import pathlib
 import textwrap
 
+from kube_standin import send_json
 from playbook import run_playbook
 
 # The catalog of the serving tests and benchmark: two one-replica models with different served names, and one
@@ -163,12 +164,7 @@ class EchoBackend:
                 pass
 
             def _answer(self, status, body):
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, status, body)
 
             def do_GET(self):  # noqa: N802
                 if self.path == "/v1/models":

@@ -15,14 +15,13 @@ import json
 import pathlib
 import re
 import socket
-import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 
 from vllm_server import CACHE, VllmServer
-from processes import stop_group
+from processes import LoggedServer
 
 ROUTER_VERSION = "0.1.17"  # pinned in requirements-dev.txt; the bundle's image tag vllm/vllm-router:v0.1.17 matches it
 
@@ -88,7 +87,7 @@ def metric_sum(text, name):
     return total
 
 
-class VllmRouter:
+class VllmRouter(LoggedServer):
     """vllm-router in regular mode over fixed worker URLs, on a loopback address, in its own process group."""
 
     def __init__(self, worker_urls, policy="cache_aware", host="127.0.0.1", extra_args=(), log_dir=None):
@@ -137,19 +136,6 @@ class VllmRouter:
                 "--worker-urls", *self.worker_urls, "--policy", self.policy,
                 "--prometheus-host", self.host, "--prometheus-port", str(self.metrics_port), *self.extra_args]
 
-    def start(self):
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         start_new_session=True)
-        return self
-
-    def log_tail(self, lines=40):
-        try:
-            return "\n".join(self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
     def wait_ready(self, timeout=90, headers=None):
         """Until the router answers /v1/models from a worker (it waits for its workers' /health at start)."""
         deadline = time.monotonic() + timeout
@@ -164,16 +150,6 @@ class VllmRouter:
 
     def metrics(self):
         return _get(f"http://{self.host}:{self.metrics_port}/metrics")[1].decode()
-
-    def stop(self):
-        stop_group(self.proc)
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-        return False
 
 
 class VllmGroup:

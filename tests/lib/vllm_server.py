@@ -28,7 +28,7 @@ import time
 import urllib.error
 import urllib.request
 
-from processes import stop_group
+from processes import log_tail, start_logged, stop_group
 
 CACHE = pathlib.Path(os.environ.get("LLMSERVE_TEST_CACHE", pathlib.Path.home() / ".cache" / "llmserve-tests"))
 VENV = CACHE / "vllm-venv"
@@ -209,18 +209,12 @@ class VllmServer:
         env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                    VLLM_NO_USAGE_STATS="1", DO_NOT_TRACK="1", PYTHONUNBUFFERED="1")
         env.update(self.env)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env=env, start_new_session=True)
+        self.proc = start_logged(cmd, self.log_path, env=env)
         self.started_at = time.monotonic()
         return self
 
     def log_tail(self, lines=60):
-        try:
-            return "\n".join(self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return log_tail(self.log_path, lines)
 
     def health_status(self, timeout=5):
         """HTTP status of GET /health, or None when nothing answers."""

@@ -78,7 +78,7 @@ def _relabel(rules):
 def prometheus(vllm_server, bundle):
     """A real Prometheus scraping the real vLLM and the real front door in front of it every second, after real
     requests (bounded waits throughout)."""
-    monitor = next(o for o in bundle.values() if o["kind"] == "PodMonitor" and o["metadata"]["name"] == "llmserve-frontdoor")
+    (monitor,) = [o for o in bundle.values() if o["kind"] == "PodMonitor" and o["metadata"]["name"] == "llmserve-frontdoor"]
     (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
     with FrontDoor({"models": {vllm_server.name: {"url": vllm_server.url}}, "require_bearer": False}) as door:
         admin = door.admin_url.split("//", 1)[1]

@@ -163,7 +163,8 @@ def test_a_streamed_chat_arrives_chunk_by_chunk_and_as_early_as_direct(serving):
     # 160 tokens: about 0.2 s of generation here. vLLM itself still sends a whole answer at once now and then (then
     # direct, front door and Traefik all see one burst); a buffering proxy does it every time. So the streams spread
     # over more than 20 ms are counted, each way, in rounds of 6 until vLLM direct has spread at least 4 (30 at most).
-    spread = lambda runs: sum(1 for first, last, pieces in runs if pieces > 3 and last - first > 0.020)  # noqa: E731
+    def spread(runs):
+        return sum(1 for first, last, pieces in runs if pieces > 3 and last - first > 0.020)
     direct, ingress = [], []
     while spread(direct) < 4 and len(direct) < 30:
         more_direct, more_ingress = _interleaved_streams(serving, 6, 160)

@@ -163,7 +163,7 @@ def test_health_playbook_table_and_failure(vllm_server):
     result = _health_playbook(models, urls)
     out = result.stdout
     assert result.returncode != 0, out[-3000:]
-    health_out, _, kv_out = out.partition("KV cache, planned vs allocated by vLLM")
+    health_out, dummy, kv_out = out.partition("KV cache, planned vs allocated by vLLM")
     rows = [line.split() for line in health_out.splitlines()]
     rows = [row for row in rows if len(row) > 3 and row[1] in ("service", "ingress")]
     tiny = [row for row in rows if row[0] == "tiny-llama"]

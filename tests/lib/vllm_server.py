@@ -276,7 +276,7 @@ class VllmServer:
                 return True
         except (OSError, ValueError):
             # An engine that died answers 500 and the API server exits soon after; give it a moment to show.
-            for _ in range(20):
+            for dummy in range(20):
                 if self.proc.poll() is not None or self.health_status() not in (200,):
                     return False
                 time.sleep(0.5)

@@ -263,13 +263,24 @@ class VllmServer:
             time.sleep(1)
         raise TimeoutError(f"vLLM not ready by the deadline; log {self.log_path}:\n{self.log_tail()}")
 
+    def _a_key(self):
+        """One key the server accepts: api_key, or the first value after --api-key in the extra arguments."""
+        if self.api_key:
+            return self.api_key
+        if "--api-key" in self.extra_args:
+            values = self.extra_args[self.extra_args.index("--api-key") + 1:]
+            if values and not values[0].startswith("--"):
+                return values[0]
+        return None
+
     def _first_completion(self, deadline):
         """True when one greedy one-token completion succeeds; False when the engine died doing it."""
         body = json.dumps({"model": self.name, "prompt": "ping", "max_tokens": 1, "temperature": 0}).encode()
         request = urllib.request.Request(self.url + "/v1/completions", data=body,
                                          headers={"Content-Type": "application/json"})
-        if self.api_key:
-            request.add_header("Authorization", "Bearer " + self.api_key)
+        key = self._a_key()
+        if key:
+            request.add_header("Authorization", "Bearer " + key)
         try:
             with urllib.request.urlopen(request, timeout=max(5.0, deadline - time.monotonic())) as response:
                 response.read()

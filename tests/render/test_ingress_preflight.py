@@ -48,11 +48,17 @@ CASES = {
 }
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _prefetch(renders):
+    """Every case starts in the session's render pool when the module starts; the tests read them in turn."""
+    for case in sorted(CASES):
+        renders.prefetch(extra_vars=CASES[case][0], label=case)
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_bad_input_fails_before_anything_is_written(case, tmp_path):
-    extra, message = CASES[case]
-    dest = tmp_path / "bundle"
-    result = render(dest, extra_vars=extra)
+def test_bad_input_fails_before_anything_is_written(case, renders):
+    dest, result = renders.run(extra_vars=CASES[case][0], label=case)
+    message = CASES[case][1]
     out = result.stdout
     assert result.returncode != 0, out[-3000:]
     assert message in out, out[-3000:]

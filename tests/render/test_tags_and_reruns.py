@@ -35,26 +35,48 @@ def _kustomization(folder):
     return load_yaml_docs(folder / "kustomization.yaml")[0]["resources"]
 
 
-def test_model_tag_renders_that_model_alone(tmp_path):
-    result = render(tmp_path / "out", tags="llama-3.1-8b")
+STORAGE_MODES = ("hostpath", "local-path", "longhorn")
+# The module's renders into fresh folders (extra vars, --tags), started in the session's pool when the module starts;
+# the renders into a copy of a bundle run in the tests themselves.
+FRESH = dict({"model-tag": ({}, "llama-3.1-8b"), "models-tag": ({}, "models"), "namespace-tag": ({}, "namespace"),
+              "disabled-model-tag": ({}, "llama-3.1-8b-multi"), "cluster-tag": ({}, "cluster"),
+              "vllm_models-tag": ({}, "vllm_models"),
+              "predownload": ({"llmserve_models_predownload": True}, "llama-3.1-8b")},
+             **{"storage-" + mode: ({"llmserve_storage_mode": mode}, "storage") for mode in STORAGE_MODES})
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _prefetch(renders):
+    for label, (extra, tags) in FRESH.items():
+        renders.prefetch(extra_vars=extra, tags=tags, label=label)
+
+
+def _fresh(renders, label):
+    """(folder, CompletedProcess) of one of the module's fresh renders."""
+    extra, tags = FRESH[label]
+    return renders.run(extra_vars=extra, tags=tags, label=label)
+
+
+def test_model_tag_renders_that_model_alone(renders):
+    out, result = _fresh(renders, "model-tag")
     assert result.returncode == 0, result.stdout[-3000:]
-    files = _files(tmp_path / "out")
+    files = _files(out)
     expected = ("deployment-vllm-llama-3-1-8b.yaml", "llmconfig-llama-3.1-8b.yaml", "service-vllm-llama-3-1-8b.yaml")
     assert files == ["kustomization.yaml"] + sorted("models/llama-3.1-8b/" + f for f in expected)
-    assert sorted(_kustomization(tmp_path / "out")) == files[1:]
+    assert sorted(_kustomization(out)) == files[1:]
 
 
-def test_models_tag_renders_every_model_and_nothing_else(tmp_path, workstation):
-    result = render(tmp_path / "out", tags="models")
+def test_models_tag_renders_every_model_and_nothing_else(renders, workstation):
+    out, result = _fresh(renders, "models-tag")
     assert result.returncode == 0, result.stdout[-3000:]
-    objects = load_bundle(tmp_path / "out")
+    objects = load_bundle(out)
     assert objects == {p: o for p, o in workstation[1].items() if p.startswith("models/")}
 
 
-def test_namespace_tag_renders_no_model(tmp_path):
-    result = render(tmp_path / "out", tags="namespace")
+def test_namespace_tag_renders_no_model(renders):
+    out, result = _fresh(renders, "namespace-tag")
     assert result.returncode == 0, result.stdout[-3000:]
-    assert {p.split("/")[0] for p in _files(tmp_path / "out")} == {"kustomization.yaml", "namespace"}
+    assert {p.split("/")[0] for p in _files(out)} == {"kustomization.yaml", "namespace"}
 
 
 def test_model_tag_on_a_full_bundle_touches_only_that_model(tmp_path, workstation):
@@ -72,11 +94,11 @@ def test_model_tag_on_a_full_bundle_touches_only_that_model(tmp_path, workstatio
     assert recap(result.stdout)["changed"] == 1
 
 
-def test_disabled_model_by_tag_fails_and_writes_nothing(tmp_path):
-    result = render(tmp_path / "out", tags="llama-3.1-8b-multi")
+def test_disabled_model_by_tag_fails_and_writes_nothing(renders):
+    out, result = _fresh(renders, "disabled-model-tag")
     assert result.returncode != 0
     assert "--tags names llama-3.1-8b-multi, which llmserve_models has with enabled: false" in result.stdout
-    assert not (tmp_path / "out").exists()
+    assert not any(out.rglob("*")), sorted(map(str, out.rglob("*")))
 
 
 def test_second_render_changes_nothing(tmp_path, workstation):
@@ -128,10 +150,10 @@ def test_removed_and_disabled_models_leave_the_bundle(tmp_path, workstation):
 
 
 @pytest.mark.parametrize("tags", ["cluster", "vllm_models"])
-def test_general_tags_render_every_model(tmp_path, tags, workstation):
-    result = render(tmp_path / "out", tags=tags)
+def test_general_tags_render_every_model(renders, tags, workstation):
+    out, result = _fresh(renders, tags + "-tag")
     assert result.returncode == 0, result.stdout[-3000:]
-    rendered = {p for p in _files(tmp_path / "out") if p.startswith("models/")}
+    rendered = {p for p in _files(out) if p.startswith("models/")}
     assert rendered == {p for p in workstation[1] if p.startswith("models/")}
 
 
@@ -141,17 +163,17 @@ def test_general_tags_render_every_model(tmp_path, tags, workstation):
                     "persistentvolumeclaim-llm-models-mixtral-8x7b.yaml"]),
     ("longhorn", ["persistentvolumeclaim-llm-models.yaml"]),
 ])
-def test_storage_tag_and_mode(tmp_path, mode, files):
-    result = render(tmp_path / "out", extra_vars={"llmserve_storage_mode": mode}, tags="storage")
+def test_storage_tag_and_mode(renders, mode, files):
+    out, result = _fresh(renders, "storage-" + mode)
     assert result.returncode == 0, result.stdout[-3000:]
-    assert _files(tmp_path / "out") == ["kustomization.yaml"] + ["storage/" + f for f in files]
+    assert _files(out) == ["kustomization.yaml"] + ["storage/" + f for f in files]
 
 
-def test_predownloaded_models_start_offline_without_the_token(tmp_path, workstation):
-    result = render(tmp_path / "out", extra_vars={"llmserve_models_predownload": True}, tags="llama-3.1-8b")
+def test_predownloaded_models_start_offline_without_the_token(renders, workstation):
+    out, result = _fresh(renders, "predownload")
     assert result.returncode == 0, result.stdout[-3000:]
     path = "models/llama-3.1-8b/deployment-vllm-llama-3-1-8b.yaml"
-    offline, online = load_bundle(tmp_path / "out")[path], workstation[1][path]
+    offline, online = load_bundle(out)[path], workstation[1][path]
     pod, container = offline["spec"]["template"]["spec"], offline["spec"]["template"]["spec"]["containers"][0]
     assert {e["name"]: e.get("value") for e in container["env"]}["HF_HUB_OFFLINE"] == "1"
     assert "hf-token" not in [v["name"] for v in pod["volumes"]]

@@ -263,7 +263,7 @@ class VllmServer:
             time.sleep(1)
         raise TimeoutError(f"vLLM not ready by the deadline; log {self.log_path}:\n{self.log_tail()}")
 
-    def _a_key(self):
+    def _accepted_key(self):
         """One key the server accepts: api_key, or the first value after --api-key in the extra arguments."""
         if self.api_key:
             return self.api_key
@@ -278,7 +278,7 @@ class VllmServer:
         body = json.dumps({"model": self.name, "prompt": "ping", "max_tokens": 1, "temperature": 0}).encode()
         request = urllib.request.Request(self.url + "/v1/completions", data=body,
                                          headers={"Content-Type": "application/json"})
-        key = self._a_key()
+        key = self._accepted_key()
         if key:
             request.add_header("Authorization", "Bearer " + key)
         try:

@@ -57,8 +57,8 @@ def _prefetch(renders):
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_bad_input_fails_before_anything_is_written(case, renders):
-    dest, result = renders.run(extra_vars=CASES[case][0], label=case)
-    message = CASES[case][1]
+    extra, message = CASES[case]
+    dest, result = renders.run(extra_vars=extra, label=case)
     out = result.stdout
     assert result.returncode != 0, out[-3000:]
     assert message in out, out[-3000:]

@@ -38,11 +38,10 @@ def _kustomization(folder):
 STORAGE_MODES = ("hostpath", "local-path", "longhorn")
 # The module's renders into fresh folders (extra vars, --tags), started in the session's pool when the module starts;
 # the renders into a copy of a bundle run in the tests themselves.
-FRESH = dict({"model-tag": ({}, "llama-3.1-8b"), "models-tag": ({}, "models"), "namespace-tag": ({}, "namespace"),
-              "disabled-model-tag": ({}, "llama-3.1-8b-multi"), "cluster-tag": ({}, "cluster"),
-              "vllm_models-tag": ({}, "vllm_models"),
-              "predownload": ({"llmserve_models_predownload": True}, "llama-3.1-8b")},
-             **{"storage-" + mode: ({"llmserve_storage_mode": mode}, "storage") for mode in STORAGE_MODES})
+FRESH = {"model-tag": ({}, "llama-3.1-8b"), "models-tag": ({}, "models"), "namespace-tag": ({}, "namespace"),
+         "cluster-tag": ({}, "cluster"), "vllm_models-tag": ({}, "vllm_models"),
+         "predownload": ({"llmserve_models_predownload": True}, "llama-3.1-8b")} | {
+             "storage-" + mode: ({"llmserve_storage_mode": mode}, "storage") for mode in STORAGE_MODES}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -92,13 +91,6 @@ def test_model_tag_on_a_full_bundle_touches_only_that_model(tmp_path, workstatio
     assert changed == ["models/llama-3.1-8b/deployment-vllm-llama-3-1-8b.yaml", "models/llama-3.1-8b/llmconfig-llama-3.1-8b.yaml"]
     assert sorted(after) == sorted(before)
     assert recap(result.stdout)["changed"] == 1
-
-
-def test_disabled_model_by_tag_fails_and_writes_nothing(renders):
-    out, result = _fresh(renders, "disabled-model-tag")
-    assert result.returncode != 0
-    assert "--tags names llama-3.1-8b-multi, which llmserve_models has with enabled: false" in result.stdout
-    assert not any(out.rglob("*")), sorted(map(str, out.rglob("*")))
 
 
 def test_second_render_changes_nothing(tmp_path, workstation):

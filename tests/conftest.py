@@ -36,3 +36,18 @@ def pytest_collection_finish(session):
         crds.crd_files()
     except crds.CrdsUnavailable as exc:
         pytest.exit(str(exc), returncode=pytest.ExitCode.USAGE_ERROR)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _playbook_server():
+    """Playbook runs fork from one process that has imported ansible-core (tests/lib/playbook_server.py).
+
+    LLMSERVE_PLAYBOOK_FORK=0 runs every playbook as the ansible-playbook command instead.
+    """
+    if os.environ.get("LLMSERVE_PLAYBOOK_FORK", "1") == "0":
+        yield None
+        return
+    import playbook  # pylint: disable=import-outside-toplevel  # tests/lib is on sys.path only from here on
+
+    yield playbook.start_server()
+    playbook.stop_server()

@@ -143,8 +143,8 @@ def _log_run(playbook, inventory, extra_vars, tags, check, extra_args, seconds):
     if not log:
         return
     entry = {"playbook": str(playbook), "inventory": str(inventory), "extra_vars": extra_vars, "tags": tags,
-             "check": check, "args": list(extra_args), "seconds": round(seconds, 1),
-             "test": os.environ.get("PYTEST_CURRENT_TEST", "")}
+             "check": check, "args": list(extra_args), "seconds": round(seconds, 1), "ended": round(time.time(), 1),
+             "test": os.environ.get("PYTEST_CURRENT_TEST", ""), "worker": os.environ.get("PYTEST_XDIST_WORKER", "")}
     with open(log, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(entry, sort_keys=True, default=str) + "\n")
 

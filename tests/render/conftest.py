@@ -2,20 +2,28 @@
 
 `renders` runs each distinct (inventory, extra vars, tags, environment) once per session and shares the result
 across test files; renders asked for ahead (`prefetch`) run in the background, LLMSERVE_RENDER_JOBS at a time
-(default: the CPU count), while tests go on. Tests must not change a shared folder: copy it first.
+(default: the CPU count, shared out among pytest-xdist workers), while tests go on. Each render goes into a
+folder that does not exist before it (`<fresh folder>/bundle`), so a failed render can be seen to write nothing.
+Under pytest-xdist (`make render-test` runs two workers) the first worker to ask for a render runs it and the
+others wait for its result in the run's shared folder. Tests must not change a shared folder: copy it first.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import functools
+import hashlib
 import json
 import os
+import pathlib
+import subprocess
 import threading
+import time
 
 import pytest
 
 from k8s_schema import load_bundle
-from playbook import render
+from playbook import run_playbook
 
 from catalogs import CUSTOM_GPUS, CUSTOM_MODELS
 
@@ -28,25 +36,47 @@ SESSION_CATALOGS = {"workstation": ("inventories/workstation", None), "multinode
 class Renders:
     """One render per distinct request per session; results are (folder, CompletedProcess)."""
 
-    def __init__(self, tmp_path_factory, jobs):
+    def __init__(self, tmp_path_factory, jobs, shared=None):
         self._factory = tmp_path_factory
+        self._shared = shared
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="render")
         self._lock = threading.Lock()
         self._futures = {}
 
-    def prefetch(self, inventory="inventories/workstation", extra_vars=None, tags=None, env=None, label="render"):
-        """Start the render in the background (once); returns its future."""
-        key = json.dumps([inventory, extra_vars or {}, tags, env or {}], sort_keys=True)
+    def prefetch(self, inventory="inventories/workstation", extra_vars=None, tags=None, env=None, label="render",
+                 playbook="render.yml"):
+        """Start the render in the background (once); returns its future. playbook: render.yml or plan.yml."""
+        key = json.dumps([playbook, inventory, extra_vars or {}, tags, env or {}], sort_keys=True)
         with self._lock:
             if key not in self._futures:
-                dest = self._factory.mktemp(label)
-                self._futures[key] = self._pool.submit(
-                    lambda: (dest, render(dest, inventory, extra_vars=extra_vars, tags=tags, env=env)))
+                run = functools.partial(_render, playbook, inventory, extra_vars=extra_vars, tags=tags, env=env)
+                self._futures[key] = self._pool.submit(self._render, key, label, run)
             return self._futures[key]
+
+    def _render(self, key, label, run):
+        if self._shared is None:
+            dest = self._factory.mktemp(label) / "bundle"
+            return dest, run(dest)
+        slot = self._shared / hashlib.sha256(key.encode()).hexdigest()[:20]
+        try:
+            slot.mkdir()  # the worker that creates the slot renders; the others read its result
+        except FileExistsError:
+            return slot  # not waited for here: this pool thread goes on with the next render
+        dest = slot / label / "bundle"
+        try:
+            result = run(dest)
+        except Exception as exc:  # the waiting workers get the error too, not a timeout
+            result = subprocess.CompletedProcess([], -1, stdout="the render raised %r" % exc)
+            raise
+        finally:
+            (slot / "result.tmp").write_text(json.dumps({"dest": str(dest), "returncode": result.returncode, "stdout": result.stdout}))
+            (slot / "result.tmp").rename(slot / "result.json")
+        return dest, result
 
     def run(self, *args, **kwargs):
         """(folder, CompletedProcess) of the render, waiting for it; any return code."""
-        return self.prefetch(*args, **kwargs).result()
+        done = self.prefetch(*args, **kwargs).result()
+        return _shared_result(done) if isinstance(done, pathlib.Path) else done
 
     def bundle(self, *args, **kwargs):
         """(folder, {path: object}, ansible output) of a render that must succeed."""
@@ -58,6 +88,31 @@ class Renders:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
+def _render(playbook, inventory, dest, extra_vars=None, tags=None, env=None):
+    return run_playbook(playbook, inventory, extra_vars=dict(extra_vars or {}, llmserve_render_dir=str(dest)), tags=tags, env=env)
+
+
+def _shared_result(slot, timeout=1800):
+    """(folder, CompletedProcess) of a render another worker runs, once it has written its result."""
+    deadline = time.monotonic() + timeout
+    while not (slot / "result.json").exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError("no result in %s after %d s: the worker rendering it stopped" % (slot, timeout))
+        time.sleep(0.2)
+    data = json.loads((slot / "result.json").read_text())
+    return pathlib.Path(data["dest"]), subprocess.CompletedProcess([], data["returncode"], stdout=data["stdout"])
+
+
+def _shared_folder(tmp_path_factory):
+    """The folder the pytest-xdist workers of this run share, or None without xdist."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if not run:
+        return None
+    folder = tmp_path_factory.getbasetemp().parent / ("renders-" + run[:16])
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
 def pytest_collection_modifyitems(config, items):
     """Note which session catalogs the selected tests use, so a single test file does not render them all."""
     config.llmserve_catalogs = {name for item in items for name in getattr(item, "fixturenames", ()) if name in SESSION_CATALOGS}
@@ -65,8 +120,9 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def renders(tmp_path_factory, request):
-    jobs = int(os.environ.get("LLMSERVE_RENDER_JOBS") or os.cpu_count() or 2)
-    pool = Renders(tmp_path_factory, jobs)
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+    jobs = int(os.environ.get("LLMSERVE_RENDER_JOBS") or max(1, (os.cpu_count() or 2) // workers))
+    pool = Renders(tmp_path_factory, jobs, _shared_folder(tmp_path_factory))
     for label in sorted(getattr(request.config, "llmserve_catalogs", SESSION_CATALOGS)):
         pool.prefetch(*SESSION_CATALOGS[label], label=label)
     yield pool
@@ -77,6 +133,13 @@ def renders(tmp_path_factory, request):
 def _start_session_catalogs(renders):
     """Requesting `renders` at session start begins the catalogs the selected tests use, in the background."""
     return renders
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _module_prefetch(request, renders):
+    """A test module's PREFETCH ({label: render arguments}) starts in the render pool when the module starts."""
+    for label, arguments in getattr(request.module, "PREFETCH", {}).items():
+        renders.prefetch(label=label, **arguments)
 
 
 @pytest.fixture(scope="session")

@@ -1,16 +1,12 @@
 """Bad input fails in preflight, before any file is written, with a message naming the field and the fix.
 
 Each case is a real render into a folder that does not exist yet; after the failed run it must still not exist.
-The runs are independent, so they run a few at a time.
+The runs are independent: they all start in the session's render pool when the module starts.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
-
 import pytest
-
-from playbook import render
 
 MODEL = {"name": "m", "model": "org/m", "params_b": 1.0}
 
@@ -78,24 +74,12 @@ CASES = {
 }
 
 
-@pytest.fixture(scope="module")
-def failed_runs(tmp_path_factory):
-    """{case id: (output, render folder)}: every case rendered once, four at a time."""
-    root = tmp_path_factory.mktemp("bad-input")
-
-    def run(case):
-        extra, tags = CASES[case][:2]
-        dest = root / case / "bundle"
-        result = render(dest, extra_vars=extra, tags=tags)
-        return case, result, dest
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
-        return {case: (result, dest) for case, result, dest in pool.map(run, CASES)}
+PREFETCH = {case: {"extra_vars": extra, "tags": tags} for case, (extra, tags, _) in CASES.items()}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_bad_input_fails_before_writing(case, failed_runs):
-    result, dest = failed_runs[case]
+def test_bad_input_fails_before_writing(case, renders):
+    dest, result = renders.run(label=case, **PREFETCH[case])
     output = " ".join(result.stdout.split())  # messages are folded across lines in the output
     assert result.returncode != 0, output[-2000:]
     for expected in CASES[case][2]:

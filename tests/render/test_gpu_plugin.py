@@ -24,10 +24,7 @@ RENDERS = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _prefetch(renders):
-    for name, (extra, tags) in RENDERS.items():
-        renders.prefetch(extra_vars=extra, tags=tags, label=name)
+PREFETCH = {name: {"extra_vars": extra, "tags": tags} for name, (extra, tags) in RENDERS.items()}
 
 
 def _render(renders, name, extra, tags):

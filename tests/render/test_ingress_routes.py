@@ -14,8 +14,7 @@ import pathlib
 import pytest
 import yaml
 
-from k8s_schema import load_bundle, validate
-from playbook import render
+from k8s_schema import validate
 from traefik_rules import matches
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "roles" / "ingress" / "files" / "llmserve_frontdoor.py"
@@ -28,17 +27,10 @@ DENIED = ["/metrics", "/health", "/pause", "/resume", "/abort_requests", "/updat
 BEARER = {"Authorization": "Bearer sk-test-0123456789abcdef"}
 
 
-def _render(tmp_path_factory, name, inventory, extra_vars, tags=None):
-    dest = tmp_path_factory.mktemp(name)
-    result = render(dest, inventory, extra_vars=extra_vars, tags=tags)
-    assert result.returncode == 0, result.stdout[-5000:]
-    return dest, load_bundle(dest), result.stdout
-
-
 @pytest.fixture(scope="module")
-def basic_ab(tmp_path_factory):
+def basic_ab(renders):
     """Workstation with BasicAuth, an allow list, a per-user Redis-backed limit, an A/B test and another default model."""
-    return _render(tmp_path_factory, "basic-ab", "inventories/workstation", {
+    return renders.bundle("inventories/workstation", label="basic-ab", extra_vars={
         "llmserve_auth_mode": "basic",
         "ingress_ip_allow_list": ["10.0.0.0/8", "192.0.2.7", "2001:db8::/32"],
         "ingress_trusted_ips": ["192.0.2.0/24"],
@@ -51,9 +43,9 @@ def basic_ab(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def forward_cookie(tmp_path_factory):
+def forward_cookie(renders):
     """Multinode, ForwardAuth to an SSO proxy, no in-flight limit, a small body limit; ingress component alone."""
-    return _render(tmp_path_factory, "forward", "inventories/multinode", {
+    return renders.bundle("inventories/multinode", label="forward", extra_vars={
         "llmserve_auth_mode": "forward",
         "ingress_forward_auth": {"address": "http://oauth2-proxy.auth.svc:4180/oauth2/auth", "trust_forward_header": True,
                                  "response_headers": ["X-Auth-Request-User"]},

@@ -19,7 +19,7 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from playbook import recap, render, run_playbook
+from playbook import recap, run_playbook
 
 KEYS = ["sk-llm-test-key-AAAA-0000-secret", "sk-llm-test-key-BBBB-1111-secret", "sk-llm-test-key-CCCC-2222-secret"]
 PASSWORD = "correct-horse-battery-staple-42"
@@ -39,10 +39,18 @@ def _files_text(root):
     return "\n".join(p.read_text(errors="replace") for p in pathlib.Path(root).rglob("*") if p.is_file())
 
 
+# The module's renders, started in the session's render pool when the module starts.
+PREFETCH = {
+    "keyed": {"extra_vars": {"llmserve_api_keys": KEYS, "llmserve_hf_token": HF_TOKEN,
+                             "llmserve_basic_auth_users": [{"name": "alice", "password": PASSWORD}]}},
+    "one-key": {"extra_vars": {"llmserve_api_keys": KEYS[:1]}, "tags": "models"},
+    "auth-none": {"extra_vars": {"llmserve_auth_mode": "none"}, "tags": "models"},
+}
+
+
 @pytest.fixture(scope="module")
 def keyed(renders):
-    return renders.bundle(extra_vars={"llmserve_api_keys": KEYS, "llmserve_hf_token": HF_TOKEN,
-                                      "llmserve_basic_auth_users": [{"name": "alice", "password": PASSWORD}]}, label="keyed")
+    return renders.bundle(label="keyed", **PREFETCH["keyed"])
 
 
 def test_render_and_output_hold_no_secret(keyed):
@@ -70,16 +78,14 @@ def test_models_read_every_key_from_the_secret(keyed):
         assert ctr["readinessProbe"]["httpGet"]["path"] == "/health"
 
 
-def test_one_key_uses_the_env_var_alone_and_no_auth_mode_none(tmp_path):
-    result = render(tmp_path / "one", extra_vars={"llmserve_api_keys": KEYS[:1]}, tags="models")
-    assert result.returncode == 0, result.stdout[-3000:]
-    (ctr,) = yaml.safe_load((tmp_path / "one/models/llama-3.1-8b/deployment-vllm-llama-3-1-8b.yaml").read_text())[
+def test_one_key_uses_the_env_var_alone_and_no_auth_mode_none(renders):
+    one = renders.bundle(label="one-key", **PREFETCH["one-key"])[0]
+    (ctr,) = yaml.safe_load((one / "models/llama-3.1-8b/deployment-vllm-llama-3-1-8b.yaml").read_text())[
         "spec"]["template"]["spec"]["containers"]
     assert [e["name"] for e in ctr["env"] if e["name"].startswith("VLLM_API_KEY")] == ["VLLM_API_KEY"]
     assert "--api-key" not in ctr["args"]
-    result = render(tmp_path / "none", extra_vars={"llmserve_auth_mode": "none"}, tags="models")
-    assert result.returncode == 0, result.stdout[-3000:]
-    text = (tmp_path / "none/models/llama-3.1-8b/deployment-vllm-llama-3-1-8b.yaml").read_text()
+    none = renders.bundle(label="auth-none", **PREFETCH["auth-none"])[0]
+    text = (none / "models/llama-3.1-8b/deployment-vllm-llama-3-1-8b.yaml").read_text()
     assert "VLLM_API_KEY" not in text and "--api-key" not in text
 
 

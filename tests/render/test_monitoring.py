@@ -16,7 +16,7 @@ import shutil
 import pytest
 import yaml
 
-from k8s_schema import load_bundle, validate
+from k8s_schema import validate
 from playbook import render
 from prometheus import promtool, rules_file
 
@@ -266,13 +266,8 @@ def test_promtool_unit_tests_fail_when_a_threshold_changes(tmp_path, bundle):
     assert tested.returncode != 0 and "VllmQueueHigh" in tested.stdout
 
 
-def test_external_prometheus_renders_only_monitors_rules_and_dashboards(tmp_path):
-    result = render(tmp_path, tags="monitoring", extra_vars={
-        "llmserve_ingress_host": "llm.example.org", "monitoring_external_prometheus": True,
-        "monitoring_selector_labels": {"prometheus": "campus"},
-        "monitoring_adapter_prometheus_url": "http://prometheus-operated.observability.svc"})
-    assert result.returncode == 0, result.stdout[-4000:]
-    objects = load_bundle(tmp_path)
+def test_external_prometheus_renders_only_monitors_rules_and_dashboards(renders):
+    objects = renders.bundle(label="external", **PREFETCH["external"])[1]
     charts = sorted(o["metadata"]["name"] for o in objects.values() if o["kind"] == "HelmChart")
     assert charts == ["prometheus-adapter"]
     assert not [o for o in objects.values() if o["kind"] == "IngressRoute"]
@@ -313,23 +308,32 @@ BAD_INPUT = [
 ]
 
 
-@pytest.mark.parametrize("extra,variable", BAD_INPUT, ids=[case[1] for case in BAD_INPUT])
-def test_bad_input_fails_in_preflight_naming_the_variable(tmp_path, extra, variable):
-    result = render(tmp_path, tags="monitoring", extra_vars=extra, env={"GRAFANA_ADMIN_PASSWORD": ""})
+OTLP = "http://tempo.monitoring.svc:4317"
+# The module's renders besides `bundle`, started in the session's render pool when the module starts.
+PREFETCH = {
+    "external": {"tags": "monitoring", "extra_vars": {
+        "llmserve_ingress_host": "llm.example.org", "monitoring_external_prometheus": True,
+        "monitoring_selector_labels": {"prometheus": "campus"},
+        "monitoring_adapter_prometheus_url": "http://prometheus-operated.observability.svc"}},
+    "otlp": {"tags": "models", "extra_vars": {"llmserve_otlp_traces_endpoint": OTLP}},
+} | {"bad-" + variable: {"tags": "monitoring", "extra_vars": extra, "env": {"GRAFANA_ADMIN_PASSWORD": ""}}
+     for extra, variable in BAD_INPUT}
+
+
+@pytest.mark.parametrize("variable", [case[1] for case in BAD_INPUT])
+def test_bad_input_fails_in_preflight_naming_the_variable(renders, variable):
+    dest, result = renders.run(label="bad-" + variable, **PREFETCH["bad-" + variable])
     assert result.returncode != 0
     assert variable in result.stdout and "Fix" in result.stdout, result.stdout[-3000:]
-    assert not (tmp_path / "monitoring").exists()
+    assert not dest.exists()
 
 
-def test_otlp_traces_endpoint_reaches_every_model(tmp_path):
-    endpoint = "http://tempo.monitoring.svc:4317"
-    result = render(tmp_path, tags="models", extra_vars={"llmserve_otlp_traces_endpoint": endpoint})
-    assert result.returncode == 0, result.stdout[-3000:]
-    deployments = [o for o in load_bundle(tmp_path).values() if o["kind"] == "Deployment"]
+def test_otlp_traces_endpoint_reaches_every_model(renders):
+    deployments = [o for o in renders.bundle(label="otlp", **PREFETCH["otlp"])[1].values() if o["kind"] == "Deployment"]
     assert len(deployments) == 3
     for deployment in deployments:
         args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
-        assert args[args.index("--otlp-traces-endpoint") + 1] == endpoint
+        assert args[args.index("--otlp-traces-endpoint") + 1] == OTLP
 
 
 def test_no_otlp_flag_by_default(bundle):

@@ -14,8 +14,7 @@ import yaml
 
 from ansible_collections.llmserve.k3s.plugins.filter import llmserve
 from ansible_collections.llmserve.k3s.plugins.module_utils import _apply, _bundle
-from k8s_schema import load_bundle
-from playbook import ROOT, render, run_playbook
+from playbook import ROOT, run_playbook
 
 
 AB = {"enabled": True, "path": "/ab", "backends": [{"model": "llama-3.1-8b", "weight": 90}, {"model": "mixtral-8x7b", "weight": 10}]}
@@ -31,23 +30,20 @@ def _catalog_without_mixtral():
     return catalog
 
 
-def _render(tmp_path_factory, label, extra):
-    dest = tmp_path_factory.mktemp(label) / "bundle"
-    result = render(dest, extra_vars=dict({"llmserve_storage_mode": "local-path"}, **extra))
-    assert result.returncode == 0, result.stdout[-4000:]
-    return dest, load_bundle(dest)
+def _render(renders, label, extra):
+    return renders.bundle(extra_vars=dict({"llmserve_storage_mode": "local-path"}, **extra), label=label)[:2]
 
 
 @pytest.fixture(scope="module")
-def before(tmp_path_factory):
+def before(renders):
     """The workstation with A/B on, the device plugin, the in-flight limit and mixtral enabled (local-path storage)."""
-    return _render(tmp_path_factory, "before", {"ingress_ab_test": AB})
+    return _render(renders, "before", {"ingress_ab_test": AB})
 
 
 @pytest.fixture(scope="module")
-def after(tmp_path_factory):
+def after(renders):
     """The same inventory changed: GPU Operator instead of the device plugin, A/B off, no in-flight limit, mixtral off."""
-    return _render(tmp_path_factory, "after", {"llmserve_gpu_stack": "gpu-operator", "ingress_in_flight": {"enabled": False, "amount": 8},
+    return _render(renders, "after", {"llmserve_gpu_stack": "gpu-operator", "ingress_in_flight": {"enabled": False, "amount": 8},
                                                "llmserve_models": _catalog_without_mixtral()})
 
 

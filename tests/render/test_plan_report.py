@@ -72,15 +72,17 @@ def workstation_plan(tmp_path_factory):
     return dest, result.stdout
 
 
+@pytest.fixture(scope="module")
+def multinode_plan(renders):
+    """playbooks/plan.yml on the multinode inventory."""
+    dest, result = renders.run("inventories/multinode", playbook="plan.yml", label="plan-multinode")
+    assert result.returncode == 0, result.stdout[-4000:]
+    return dest, result.stdout
+
+
 @pytest.mark.parametrize("inventory", ["inventories/workstation", "inventories/multinode"])
-def test_one_row_per_enabled_model_and_the_json_matches(inventory, workstation_plan, tmp_path):
-    if inventory == "inventories/workstation":
-        dest, output = workstation_plan
-    else:
-        dest = tmp_path
-        result = run_playbook("plan.yml", inventory, extra_vars={"llmserve_render_dir": str(dest)})
-        assert result.returncode == 0, result.stdout[-4000:]
-        output = result.stdout
+def test_one_row_per_enabled_model_and_the_json_matches(inventory, workstation_plan, multinode_plan):
+    dest, output = workstation_plan if inventory == "inventories/workstation" else multinode_plan
     report = json.loads((dest / "plan.json").read_text(encoding="utf-8"))
     rows, after = _table(output)
     catalog = _catalog(inventory)
@@ -104,10 +106,8 @@ def test_one_row_per_enabled_model_and_the_json_matches(inventory, workstation_p
         assert "%s %d of %d" % (node["name"], node["gpus_free"], node["gpus"]) in free_line
 
 
-def test_multinode_places_replicas_on_several_nodes(tmp_path):
-    result = run_playbook("plan.yml", "inventories/multinode", extra_vars={"llmserve_render_dir": str(tmp_path)})
-    assert result.returncode == 0, result.stdout[-4000:]
-    report = json.loads((tmp_path / "plan.json").read_text(encoding="utf-8"))
+def test_multinode_places_replicas_on_several_nodes(multinode_plan):
+    report = json.loads((multinode_plan[0] / "plan.json").read_text(encoding="utf-8"))
     multi = next(m for m in report["models"] if m["name"] == "llama-3.1-8b-multi")
     assert multi["replicas"] == 2 and len(multi["nodes"]) == 2
     nodes = {n["name"]: n for n in report["nodes"]}

@@ -44,16 +44,12 @@ FRESH = {"model-tag": ({}, "llama-3.1-8b"), "models-tag": ({}, "models"), "names
              "storage-" + mode: ({"llmserve_storage_mode": mode}, "storage") for mode in STORAGE_MODES}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _prefetch(renders):
-    for label, (extra, tags) in FRESH.items():
-        renders.prefetch(extra_vars=extra, tags=tags, label=label)
+PREFETCH = {label: {"extra_vars": extra, "tags": tags} for label, (extra, tags) in FRESH.items()}
 
 
 def _fresh(renders, label):
     """(folder, CompletedProcess) of one of the module's fresh renders."""
-    extra, tags = FRESH[label]
-    return renders.run(extra_vars=extra, tags=tags, label=label)
+    return renders.run(label=label, **PREFETCH[label])
 
 
 def test_model_tag_renders_that_model_alone(renders):

@@ -118,7 +118,7 @@ def serve(path):
     sys.stdout.write("ready\n")
     sys.stdout.flush()
     while True:
-        conn, _ = server.accept()
+        conn = server.accept()[0]
         pid = os.fork()
         if pid == 0:
             server.close()

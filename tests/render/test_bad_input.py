@@ -74,7 +74,7 @@ CASES = {
 }
 
 
-PREFETCH = {case: {"extra_vars": extra, "tags": tags} for case, (extra, tags, _) in CASES.items()}
+PREFETCH = {case: {"extra_vars": spec[0], "tags": spec[1]} for case, spec in CASES.items()}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

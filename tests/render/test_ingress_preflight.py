@@ -49,7 +49,7 @@ CASES = {
 
 
 # Every case starts in the session's render pool when the module starts; the tests read them in turn.
-PREFETCH = {case: {"extra_vars": extra} for case, (extra, _) in CASES.items()}
+PREFETCH = {case: {"extra_vars": spec[0]} for case, spec in CASES.items()}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

@@ -44,7 +44,7 @@ def before(renders):
 def after(renders):
     """The same inventory changed: GPU Operator instead of the device plugin, A/B off, no in-flight limit, mixtral off."""
     return _render(renders, "after", {"llmserve_gpu_stack": "gpu-operator", "ingress_in_flight": {"enabled": False, "amount": 8},
-                                               "llmserve_models": _catalog_without_mixtral()})
+                                      "llmserve_models": _catalog_without_mixtral()})
 
 
 def _listed(bundle):

@@ -23,8 +23,8 @@ from playbook_server import same_import_env
 
 TASKS = [
     {"name": "Compute", "ansible.builtin.set_fact": {"answer": "{{ (words | length) * 2 }}"}},
-    {"name": "Write", "ansible.builtin.copy": {"dest": "{{ out }}/answer.txt", "content": "{{ answer }} {{ lookup('env', 'LLMSERVE_PROBE') }}\n",
-                                              "mode": "0644"}},
+    {"name": "Write", "ansible.builtin.copy": {"dest": "{{ out }}/answer.txt", "mode": "0644",
+                                               "content": "{{ answer }} {{ lookup('env', 'LLMSERVE_PROBE') }}\n"}},
     {"name": "Fail when asked", "ansible.builtin.fail": {"msg": "asked to fail with {{ answer }}"}, "when": "fail_now | bool"},
 ]
 

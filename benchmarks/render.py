@@ -2,7 +2,9 @@
 
 Catalogs: the workstation inventory's own, and generated catalogs of 10 and 50 models on generated inventories
 of 8-GPU nodes (enough GPUs for every replica). For each: the first render into an empty folder and a second
-render that finds nothing to change. Prints a table; `make benchmarks` runs it.
+render that finds nothing to change. Then the workstation inventory's first render with the collection's
+ansible.cfg and with the same settings minus the preload callback (plugins/callback/preload.py), alternating,
+three times each. Prints tables; `make benchmarks` runs it.
 """
 
 from __future__ import annotations
@@ -57,9 +59,9 @@ def _yaml(value):
     return '"%s"' % value if isinstance(value, str) else str(value)
 
 
-def timed(dest, inv):
+def timed(dest, inv, env=None):
     start = time.monotonic()
-    result = render(dest, inv)
+    result = render(dest, inv, env=env)
     seconds = time.monotonic() - start
     if result.returncode != 0:
         sys.exit("render of %s failed:\n%s" % (inv, result.stdout[-3000:]))
@@ -90,6 +92,26 @@ def main():
                                                              "-" if math.isnan(marginal) else "%.2f" % marginal))
         if changed:
             sys.exit("the second render of %s reported changed=%d" % (label, changed))
+    preload_table()
+
+
+def preload_table(rounds=3):
+    """First renders of the workstation inventory with and without the preload callback, side by side."""
+    with tempfile.TemporaryDirectory(prefix="llmserve-bench-") as tmp:
+        tmp = pathlib.Path(tmp)
+        plain = tmp / "ansible.cfg"
+        plain.write_text("".join(line for line in (ROOT / "ansible.cfg").read_text(encoding="utf-8").splitlines(True)
+                                 if not line.startswith("callbacks_enabled")), encoding="utf-8")
+        times = {"with preload": [], "without": []}
+        for index in range(rounds):
+            for label, env in (("with preload", None), ("without", {"ANSIBLE_CONFIG": str(plain)})):
+                times[label].append(timed(tmp / ("out-%s-%d" % (label.split()[0], index)), "inventories/workstation", env)[0])
+    print()
+    print("First render of the workstation inventory, with and without the preload callback (%d alternating runs each)" % rounds)
+    print("%-14s %10s %10s" % ("ansible.cfg", "median s", "min s"))
+    for label, values in times.items():
+        print("%-14s %10.1f %10.1f" % (label, sorted(values)[len(values) // 2], min(values)))
+    print("ratio without / with: %.2f" % (sorted(times["without"])[rounds // 2] / sorted(times["with preload"])[rounds // 2]))
 
 
 if __name__ == "__main__":

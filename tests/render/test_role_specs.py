@@ -42,7 +42,8 @@ def test_role_variables_carry_the_role_name(role):
 def _role_calls():
     """(file, role, tasks_from) of every import_role / include_role with tasks_from in the playbooks and roles."""
     calls = []
-    for path in sorted(list((ROOT / "playbooks").glob("*.yml")) + list((ROOT / "roles").glob("*/tasks/*.yml"))
+    for path in sorted(list((ROOT / "playbooks").glob("*.yml")) + list((ROOT / "playbooks").glob("tasks/*.yml"))
+                       + list((ROOT / "roles").glob("*/tasks/*.yml"))
                        + list((ROOT / "molecule").glob("*/*.yml"))):
         stack = [_load(path)]
         while stack:
@@ -59,7 +60,8 @@ def _role_calls():
 
 
 def test_role_calls_found():
-    assert ("playbooks/cluster.yml", "ingress", "preflight") in _role_calls()
+    assert ("playbooks/tasks/cluster_render.yml", "ingress", "preflight") in _role_calls()
+    assert ("playbooks/tasks/cluster_apply.yml", "ingress", "api_keys") in _role_calls()
 
 
 @pytest.mark.parametrize("where, role, entry", sorted(set(_role_calls())))

@@ -19,7 +19,7 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "lib"))
 
-from playbook import recap, render  # noqa: E402  (tests/lib is put on the path just above)
+from playbook import config_without_preload, recap, render  # noqa: E402  (tests/lib is put on the path just above)
 
 GPUS_PER_NODE = 8
 SIZES = (10, 50)
@@ -99,9 +99,7 @@ def preload_table(rounds=3):
     """First renders of the workstation inventory with and without the preload callback, side by side."""
     with tempfile.TemporaryDirectory(prefix="llmserve-bench-") as tmp:
         tmp = pathlib.Path(tmp)
-        plain = tmp / "ansible.cfg"
-        plain.write_text("".join(line for line in (ROOT / "ansible.cfg").read_text(encoding="utf-8").splitlines(True)
-                                 if not line.startswith("callbacks_enabled")), encoding="utf-8")
+        plain = config_without_preload(tmp)
         times = {"with preload": [], "without": []}
         for index in range(rounds):
             for label, env in (("with preload", None), ("without", {"ANSIBLE_CONFIG": str(plain)})):

@@ -149,11 +149,19 @@ def _log_run(playbook, inventory, extra_vars, tags, check, extra_args, seconds):
         handle.write(json.dumps(entry, sort_keys=True, default=str) + "\n")
 
 
-def render(dest, inventory="inventories/workstation", extra_vars=None, tags=None, **kwargs):
-    """Render the bundle of an inventory into dest; returns the CompletedProcess."""
+def render(dest, inventory="inventories/workstation", extra_vars=None, tags=None, playbook="render.yml", **kwargs):
+    """Render the bundle of an inventory into dest (render.yml, or plan.yml for the plan report); the CompletedProcess."""
     ev = {"llmserve_render_dir": str(dest)}
     ev.update(extra_vars or {})
-    return run_playbook("render.yml", inventory, extra_vars=ev, tags=tags, **kwargs)
+    return run_playbook(playbook, inventory, extra_vars=ev, tags=tags, **kwargs)
+
+
+def config_without_preload(folder):
+    """A copy of the checkout's ansible.cfg in folder without the preload callback; returns its path."""
+    lines = (ROOT / "ansible.cfg").read_text(encoding="utf-8").splitlines(True)
+    plain = pathlib.Path(folder) / "ansible.cfg"
+    plain.write_text("".join(line for line in lines if not line.startswith("callbacks_enabled")), encoding="utf-8")
+    return plain
 
 
 def recap(output):

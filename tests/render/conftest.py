@@ -23,7 +23,7 @@ import time
 import pytest
 
 from k8s_schema import load_bundle
-from playbook import run_playbook
+from playbook import render
 
 from catalogs import CUSTOM_GPUS, CUSTOM_MODELS
 
@@ -49,7 +49,8 @@ class Renders:
         key = json.dumps([playbook, inventory, extra_vars or {}, tags, env or {}], sort_keys=True)
         with self._lock:
             if key not in self._futures:
-                run = functools.partial(_render, playbook, inventory, extra_vars=extra_vars, tags=tags, env=env)
+                run = functools.partial(render, inventory=inventory, extra_vars=extra_vars, tags=tags, env=env,
+                                        playbook=playbook)
                 self._futures[key] = self._pool.submit(self._render, key, label, run)
             return self._futures[key]
 
@@ -63,11 +64,10 @@ class Renders:
         except FileExistsError:
             return slot  # not waited for here: this pool thread goes on with the next render
         dest = slot / label / "bundle"
+        # Written whatever happens: the waiting workers get the error too, not a timeout.
+        result = subprocess.CompletedProcess([], -1, stdout="the render in %s raised before it finished" % slot)
         try:
             result = run(dest)
-        except Exception as exc:  # the waiting workers get the error too, not a timeout
-            result = subprocess.CompletedProcess([], -1, stdout="the render raised %r" % exc)
-            raise
         finally:
             (slot / "result.tmp").write_text(json.dumps({"dest": str(dest), "returncode": result.returncode, "stdout": result.stdout}))
             (slot / "result.tmp").rename(slot / "result.json")
@@ -86,10 +86,6 @@ class Renders:
 
     def close(self):
         self._pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _render(playbook, inventory, dest, extra_vars=None, tags=None, env=None):
-    return run_playbook(playbook, inventory, extra_vars=dict(extra_vars or {}, llmserve_render_dir=str(dest)), tags=tags, env=env)
 
 
 def _shared_result(slot, timeout=1800):

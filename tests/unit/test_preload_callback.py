@@ -16,7 +16,7 @@ import sys
 import yaml
 
 from ansible_collections.llmserve.k3s.plugins.callback.preload import collection_plugins
-from playbook import ROOT, run_playbook
+from playbook import ROOT, config_without_preload, run_playbook
 
 PROBE_DIR = pathlib.Path(__file__).parent / "data" / "preload"
 PLAY = [{"hosts": "localhost", "gather_facts": False, "tasks": [
@@ -51,10 +51,7 @@ def test_workers_find_the_plugins_loaded(tmp_path):
 
 
 def test_without_the_callback_each_worker_loads_them_itself(tmp_path):
-    plain = tmp_path / "ansible.cfg"
-    plain.write_text("\n".join(line for line in (ROOT / "ansible.cfg").read_text(encoding="utf-8").splitlines()
-                               if not line.startswith("callbacks_enabled")) + "\n", encoding="utf-8")
-    probe = _probe(tmp_path, plain)
+    probe = _probe(tmp_path, config_without_preload(tmp_path))
     assert probe["jinja_filters"] == 0 and probe["jinja_tests"] == 0, probe
     assert probe["collection_plugins"] == [], probe
     assert probe["assert_action"] is False

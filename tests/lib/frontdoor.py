@@ -1,13 +1,17 @@
 """Run the real front door (roles/ingress/files/llmserve_frontdoor.py) as its own process, for tests and benchmarks.
 
-FrontDoor(config, python=...) writes the JSON config, starts the script in its own process group on free 127.0.0.1
-ports (unless the config names them), waits until /healthz answers (bounded) and stops it by pid.
+FrontDoor(config, python=..., identities=..., env=...) writes the JSON config and the identities file (API keys as
+their SHA-256, as the ingress role's Secret holds them), starts the script in its own process group on free
+127.0.0.1 ports (unless the config names them) with the cluster's internal and signing keys in its environment, waits
+until /healthz answers (bounded) and stops it by pid (stop() sends SIGTERM alone, for drain tests).
 `python` must have aiohttp: the repo .venv (pinned in requirements-dev.txt) or the vLLM CPU venv.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import json
 import os
 import pathlib
@@ -20,6 +24,22 @@ import time
 import urllib.request
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "roles" / "ingress" / "files" / "llmserve_frontdoor.py"
+# The cluster's internal key (what vLLM trusts) and identity signing key, as the llmserve-internal Secret gives them.
+INTERNAL_KEY = "internal-0123456789abcdef0123456789abcdef"
+SIGNING_KEY = "signing-0123456789abcdef0123456789abcdef"
+
+
+def identities_file(keys=(), users=None):
+    """The identities.json document of the llmserve-gateway-identities Secret: [{name, key, groups}] -> hashes."""
+    return {"keys": [{"name": k["name"], "groups": list(k.get("groups", [])),
+                      "sha256": hashlib.sha256(k["key"].encode()).hexdigest()} for k in keys],
+            "users": dict(users or {})}
+
+
+def signed(user, groups="", key=SIGNING_KEY):
+    """The identity headers the gateway's /auth hands Traefik (and Traefik the API port)."""
+    signature = hmac.new(key.encode(), ("%s\n%s" % (user, groups)).encode(), hashlib.sha256).hexdigest()
+    return {"X-Llmserve-User": user, "X-Llmserve-Groups": groups, "X-Llmserve-Signature": signature}
 
 
 def free_port(host="127.0.0.1"):
@@ -29,19 +49,29 @@ def free_port(host="127.0.0.1"):
 
 
 class FrontDoor(contextlib.AbstractContextManager):
-    def __init__(self, config, python=sys.executable, ready_timeout_s=20):
+    def __init__(self, config, python=sys.executable, ready_timeout_s=20, identities=None, env=None, log_dir=None):
         self.config = dict(config)
-        self.config.setdefault("listen", {"host": "127.0.0.1", "port": free_port()})
-        self.config.setdefault("admin", {"host": "127.0.0.1", "port": free_port()})
+        host = self.config.get("listen", {}).get("host", "127.0.0.1")
+        self.config.setdefault("listen", {"host": host, "port": free_port(host)})
+        self.config.setdefault("auth", {"host": host, "port": free_port(host)})
+        self.config.setdefault("admin", {"host": host, "port": free_port(host)})
         self.config.setdefault("health_interval_s", 1)
         self.python, self.ready_timeout_s = python, ready_timeout_s
         self.proc = None
         self._dir = tempfile.TemporaryDirectory(prefix="frontdoor-")
-        self.log = pathlib.Path(self._dir.name) / "frontdoor.log"
+        self.identities = identities if identities is not None else identities_file()
+        self.config.setdefault("identities_file", str(pathlib.Path(self._dir.name) / "identities.json"))
+        self.env = dict(os.environ, LLMSERVE_INTERNAL_KEY=INTERNAL_KEY, LLMSERVE_SIGNING_KEY=SIGNING_KEY, **(env or {}))
+        # The log stays in log_dir (a test's output folder) when given, so that every hop's log can be read after.
+        self.log = pathlib.Path(log_dir or self._dir.name) / ("frontdoor-%d.log" % self.config["listen"]["port"])
 
     @property
     def url(self):
         return "http://%s:%d" % (self.config["listen"]["host"], self.config["listen"]["port"])
+
+    @property
+    def auth_url(self):
+        return "http://%s:%d" % (self.config["auth"]["host"], self.config["auth"]["port"])
 
     @property
     def admin_url(self):
@@ -50,9 +80,10 @@ class FrontDoor(contextlib.AbstractContextManager):
     def __enter__(self):
         path = pathlib.Path(self._dir.name) / "config.json"
         path.write_text(json.dumps(self.config), encoding="utf-8")
-        with open(self.log, "wb") as log:
+        pathlib.Path(self.config["identities_file"]).write_text(json.dumps(self.identities), encoding="utf-8")
+        with open(self.log, "ab") as log:
             self.proc = subprocess.Popen([str(self.python), str(SCRIPT), str(path)], stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+                                         start_new_session=True, env=self.env)
         deadline = time.monotonic() + self.ready_timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -65,6 +96,10 @@ class FrontDoor(contextlib.AbstractContextManager):
                 time.sleep(0.1)
         self.__exit__(None, None, None)
         raise RuntimeError("front door not ready in %ss:\n%s" % (self.ready_timeout_s, self.log.read_text()[-3000:]))
+
+    def terminate(self):
+        """SIGTERM alone, as the kubelet sends it after the preStop pause; the process drains and exits."""
+        os.killpg(self.proc.pid, signal.SIGTERM)
 
     def __exit__(self, *exc):
         if self.proc and self.proc.poll() is None:

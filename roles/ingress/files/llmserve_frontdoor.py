@@ -1,58 +1,83 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, llmserve.k3s contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""llmserve front door: one OpenAI endpoint for every model.
+"""llmserve gateway (the front door): one OpenAI endpoint for every model, and the one place that says who calls.
 
-Traefik (TLS, auth, per-client limits) sends every model path here; this routes, streams and refuses:
+Three ports, none of them published except through Traefik:
+- auth  (8081)  GET /auth: Traefik's forwardAuth. Resolves the caller's identity (API key -> named identity and groups;
+                or the user Traefik's BasicAuth / the SSO proxy established) and answers 200 with X-Llmserve-User,
+                X-Llmserve-Groups and X-Llmserve-Signature (HMAC of both with the signing key), which Traefik copies
+                onto the request; its limiters count per X-Llmserve-User. Anything else: 401 in OpenAI's format.
+                GET /error/<status>: the OpenAI-format page of Traefik's errors middleware (its 429s, 502-504).
+- api   (8080)  the OpenAI API. Only an allow list of method + path passes, checked on the raw request target
+                (no percent escapes, backslashes, dot or empty segments, query strings), and the path sent on is the
+                one checked. A request must carry a valid signed identity (or, standalone, a valid API key). Routes
+                by the JSON body's "model" (POST /v1/...), by /models/<name>/v1/..., or by an A/B path's weights;
+                GET /v1/models is the union of every model's list. Bodies pass through unchanged, answers stream
+                chunk by chunk. The backends get the cluster's internal key, never the caller's.
+- admin (9090)  /healthz (liveness), /readyz (readiness: 503 while draining), /metrics.
 
-- POST /v1/<anything>       to the model named by the JSON body's "model" (catalog name or a LoRA adapter name),
-                            or to default_model when the body names none (no default_model: 400);
-- ANY  /models/<name>/v1/*  to that model, the /models/<name> prefix stripped;
-- ANY  <ab path>/v1/*       to one of the A/B models, chosen by weight, the prefix stripped;
-- GET  /v1/models           the union of every model's own /v1/models (entries as each backend reports them).
+Memory is bounded by design: bodies above `small_body_bytes` are read only in one of `large_body_slots` (a wait, then
+503), the body's "model" is found without building the document (a scanner for large bodies, with pauses for the
+event loop), and at most `max_in_flight` requests are proxied at once (503 beyond).
+SIGTERM: the API and auth ports stop accepting, answers in progress finish within `drain_s`, then the process exits.
 
-Bodies and responses pass through unchanged (never parsed again into JSON and written back), responses stream
-chunk by chunk. Unknown model 404, missing model 400, body over the limit 413, missing or malformed bearer token
-401 (api-key mode: the key itself is checked by vLLM, the header is forwarded), all in OpenAI's error format;
-a path outside the API (/health, /metrics, /models/<name>/health) is a plain 404, as from Traefik.
-Its own /healthz and Prometheus /metrics are served on a second port that the ingress does not route.
-
-Runs from the pinned vLLM image (aiohttp is one of vLLM's dependencies): python3 llmserve_frontdoor.py CONFIG.json
+Runs from the pinned vLLM image (aiohttp comes with vLLM): python3 llmserve_frontdoor.py CONFIG.json
+Secrets come from the environment (LLMSERVE_INTERNAL_KEY, LLMSERVE_SIGNING_KEY) and the identities file (key hashes).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import logging
 import os
 import random
 import re
+import secrets
 import signal
 import sys
 import time
 
 from aiohttp import ClientSession, ClientTimeout, TCPConnector, client_exceptions, web
 from multidict import CIMultiDict
+from yarl import URL
 
 LOG = logging.getLogger("llmserve-frontdoor")
-BEARER = re.compile(r"^Bearer [!-~]+$")
 # Headers of one hop (RFC 9110 7.6.1) and the ones aiohttp writes itself.
 HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
        "transfer-encoding", "upgrade", "host", "content-length"}
-# Client headers whose name aliases an identity header Traefik or an auth proxy sets (X_Forwarded_User, X.Forwarded.User
-# for X-Forwarded-User): never forwarded. Traefik drops them itself only from 3.7.12 on (aliasHeadersStrategy).
-ALIASED = ("x-forwarded-", "x-real-ip", "x-auth-request-")
+# Identity headers: set by the gateway's own /auth (through Traefik's forwardAuth) or Traefik's BasicAuth / the SSO
+# proxy. A client's own, or one whose name aliases them (X_Forwarded_User), is never forwarded.
+IDENTITY = ("x-llmserve-", "x-forwarded-", "x-real-ip", "x-auth-request-")
+USER, GROUPS, SIGNATURE = "X-Llmserve-User", "X-Llmserve-Groups", "X-Llmserve-Signature"
 
+# The OpenAI API the gateway forwards: endpoint -> method. Everything else vLLM or a router serves (/invocations,
+# /tokenize, /pooling, /metrics, /health, /v1/load_lora_adapter, /add_worker, ...) is not reachable from outside.
+ENDPOINTS = {"chat/completions": "POST", "completions": "POST", "embeddings": "POST", "responses": "POST",
+             "rerank": "POST", "score": "POST", "models": "GET"}
+SAFE_TARGET = re.compile(r"^/[A-Za-z0-9._~/-]*$")
+API_PATH = re.compile(r"^(?:/models/(?P<model>[a-z0-9][-a-z0-9.]*)|(?P<prefix>/[a-z0-9][-a-z0-9]*))?"
+                      r"/v1/(?P<endpoint>[a-z]+(?:/[a-z]+)?)$")
+# Large bodies are scanned, not parsed: a quote or a bracket outside strings; inside a string, a run of plain bytes and
+# at most 64 escapes per step (each step is short, whatever the body holds).
+OUTSIDE = re.compile(rb'["\[\]{}]')
+STRING_RUN = re.compile(rb'[^"\\]*(?:\\.[^"\\]*){0,64}', re.DOTALL)
+KEY_COLON = re.compile(rb'\s*:')
+VALUE_QUOTE = re.compile(rb'\s*"')
+VALUE_NULL = re.compile(rb'\s*null\b')
+SCAN_STEPS = 1024
 
-def aliases_identity(name):
-    """True for a header name with '_' or '.' that reads as one of the identity headers once those become '-'."""
-    return ("_" in name or "." in name) and re.sub(r"[_.]", "-", name.lower()).startswith(ALIASED)
-
-
-DEFAULTS = {"listen": {"host": "0.0.0.0", "port": 8080}, "admin": {"host": "0.0.0.0", "port": 9090},
-            "max_request_body_bytes": 10485760, "require_bearer": False, "connect_timeout_s": 5,
-            "read_timeout_s": 600, "health_interval_s": 10, "health_path": "/health", "ab_tests": {}, "default_model": ""}
+DEFAULTS = {"listen": {"host": "0.0.0.0", "port": 8080}, "auth": {"host": "0.0.0.0", "port": 8081},
+            "admin": {"host": "0.0.0.0", "port": 9090}, "auth_mode": "api-key",
+            "identities_file": "/etc/llmserve-gateway/identities.json",
+            "user_header": "X-Forwarded-User", "groups_header": "X-Forwarded-Groups",
+            "max_request_body_bytes": 10485760, "small_body_bytes": 65536, "large_body_slots": 4,
+            "slot_wait_s": 30, "body_timeout_s": 60, "max_in_flight": 512, "drain_s": 900,
+            "retry_after_s": 1, "connect_timeout_s": 5, "read_timeout_s": 600, "health_interval_s": 10,
+            "health_path": "/health", "ab_tests": {}, "default_model": ""}
 
 
 def load_config(path):
@@ -64,22 +89,97 @@ def load_config(path):
     if not isinstance(models, dict) or not models:
         raise SystemExit("%s: models must map each model name to {url, served_names?}" % path)
     for name, backend in models.items():
-        if not isinstance(backend, dict) or not str(backend.get("url", "")).startswith(("http://", "https://")):
+        for field in ("url", "fallback_url"):
+            if field in backend and not str(backend[field]).startswith(("http://", "https://")):
+                raise SystemExit("%s: models.%s.%s must be an http(s) base URL, e.g. http://vllm-x:8000" % (path, name, field))
+        if not isinstance(backend, dict) or "url" not in backend:
             raise SystemExit("%s: models.%s.url must be an http(s) base URL, e.g. http://vllm-x:8000" % (path, name))
         backend["url"] = backend["url"].rstrip("/")
+        if backend.get("fallback_url"):
+            backend["fallback_url"] = backend["fallback_url"].rstrip("/")
         backend.setdefault("served_names", [])
     if config["default_model"] and config["default_model"] not in models:
         raise SystemExit("%s: default_model %r is not one of the models" % (path, config["default_model"]))
     for prefix, choices in config["ab_tests"].items():
-        if not re.match(r"^/[a-z0-9][-a-z0-9]*$", prefix) or not choices or any(c.get("model") not in models for c in choices):
+        if not re.match(r"^/[a-z0-9][-a-z0-9]*$", prefix) or prefix in ("/models", "/v1") or not choices \
+                or any(c.get("model") not in models for c in choices):
             raise SystemExit("%s: ab_tests.%s must be a path such as /ab with [{model, weight}] of known models" % (path, prefix))
+    if config["auth_mode"] not in ("api-key", "basic", "forward", "none"):
+        raise SystemExit("%s: auth_mode must be api-key, basic, forward or none" % path)
     return config
 
 
-def error(status, message, kind="invalid_request_error", code=None, param=None):
+def load_identities(path):
+    """{sha256 hex of a key: (name, groups)} and {basic/SSO user: groups} from the identities file (hashes only)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            doc = json.load(handle)
+    except FileNotFoundError:
+        return {}, {}
+    keys = {str(k["sha256"]).lower(): (str(k["name"]), tuple(str(g) for g in k.get("groups") or ())) for k in doc.get("keys") or ()}
+    users = {str(u): tuple(str(g) for g in groups or ()) for u, groups in (doc.get("users") or {}).items()}
+    return keys, users
+
+
+def error(status, message, kind="invalid_request_error", code=None, param=None, headers=None):
     """A response in OpenAI's error format."""
     body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
-    return web.json_response(body, status=status)
+    return web.json_response(body, status=status, headers=headers)
+
+
+def _string_end(body, pos):
+    """The index after the string whose opening quote is before pos; yields between steps."""
+    steps = 0
+    while True:
+        run = STRING_RUN.match(body, pos)
+        if run.end() >= len(body) or (run.end() == pos and body[pos] != 0x22):
+            raise ValueError("a string is not closed")
+        pos = run.end()
+        if body[pos] == 0x22:
+            return pos + 1
+        steps += 1
+        if steps % SCAN_STEPS == 0:
+            yield
+
+
+def top_level_model(body):
+    """The top-level "model" of a JSON object body without building the document (None when absent).
+
+    ValueError when the body is not a JSON object or its model is not a string. A generator that yields every few
+    thousand steps, so that the event loop runs between them; the model is its return value.
+    """
+    start = len(body) - len(body.lstrip())
+    if body[start:start + 1] != b"{":
+        raise ValueError("not a JSON object")
+    depth, found, pos, steps = 0, None, start, 0
+    while True:
+        token = OUTSIDE.search(body, pos)
+        if token is None:
+            raise ValueError("the JSON object is not closed")
+        char, pos = body[token.start()], token.end()
+        if char == 0x22:  # a string: a key when a ':' follows
+            pos = yield from _string_end(body, pos)
+            colon = KEY_COLON.match(body, pos) if depth == 1 else None
+            if colon:
+                key = body[token.start():pos]
+                if key == b'"model"' or (b"\\" in key and json.loads(key) == "model"):
+                    quote = VALUE_QUOTE.match(body, colon.end())
+                    if quote is None:
+                        if not VALUE_NULL.match(body, colon.end()):
+                            raise ValueError("model is not a string")
+                        found = None  # "model": null is no model, as json.loads reads it
+                        continue
+                    pos = yield from _string_end(body, quote.end())
+                    found = json.loads(body[quote.end() - 1:pos])
+        elif char in (0x7B, 0x5B):  # { [
+            depth += 1
+        else:
+            depth -= 1
+            if depth == 0:
+                return found
+        steps += 1
+        if steps % SCAN_STEPS == 0:
+            yield
 
 
 class Metrics:
@@ -87,9 +187,11 @@ class Metrics:
 
     def __init__(self, models):
         self.requests = {}
+        self.refusals = {}
         self.up = {m: 0 for m in models}
         self.in_flight = {m: 0 for m in models}
         self.seconds = {}
+        self.buffered = 0
 
     def count(self, model, code, seconds):
         key = (model, str(code))
@@ -97,10 +199,16 @@ class Metrics:
         total, n = self.seconds.get(model, (0.0, 0))
         self.seconds[model] = (total + seconds, n + 1)
 
+    def refuse(self, reason):
+        self.refusals[reason] = self.refusals.get(reason, 0) + 1
+
     def render(self):
         out = ["# HELP llmserve_frontdoor_requests_total Requests by routed model ('' when none) and status code.",
                "# TYPE llmserve_frontdoor_requests_total counter"]
         out += ['llmserve_frontdoor_requests_total{model="%s",code="%s"} %d' % (m, c, v) for (m, c), v in sorted(self.requests.items())]
+        out += ["# HELP llmserve_frontdoor_refusals_total Requests the gateway refused, by reason.",
+                "# TYPE llmserve_frontdoor_refusals_total counter"]
+        out += ['llmserve_frontdoor_refusals_total{reason="%s"} %d' % (r, v) for r, v in sorted(self.refusals.items())]
         out += ["# HELP llmserve_frontdoor_request_duration_seconds Time until the last byte of the response.",
                 "# TYPE llmserve_frontdoor_request_duration_seconds summary"]
         for m, (total, n) in sorted(self.seconds.items()):
@@ -111,11 +219,21 @@ class Metrics:
         out += ['llmserve_frontdoor_backend_up{model="%s"} %d' % (m, v) for m, v in sorted(self.up.items())]
         out += ["# HELP llmserve_frontdoor_in_flight Requests being proxied now.", "# TYPE llmserve_frontdoor_in_flight gauge"]
         out += ['llmserve_frontdoor_in_flight{model="%s"} %d' % (m, v) for m, v in sorted(self.in_flight.items())]
+        out += ["# HELP llmserve_frontdoor_buffered_body_bytes Request body bytes held now.",
+                "# TYPE llmserve_frontdoor_buffered_body_bytes gauge", "llmserve_frontdoor_buffered_body_bytes %d" % self.buffered]
         return "\n".join(out) + "\n"
 
 
+class Refused(Exception):
+    """A refusal on the way to the backend, carrying the response to send."""
+
+    def __init__(self, response, reason):
+        super().__init__(reason)
+        self.response, self.reason = response, reason
+
+
 class FrontDoor:
-    def __init__(self, config):
+    def __init__(self, config, environ=os.environ):
         self.config = config
         self.models = config["models"]
         # Body "model" -> catalog model: the catalog names and every served name (LoRA adapters) of a backend.
@@ -124,6 +242,13 @@ class FrontDoor:
             for served in [model] + list(backend["served_names"]):
                 self.names.setdefault(served, model)
         self.metrics = Metrics(self.models)
+        self.keys, self.users = load_identities(config["identities_file"])
+        self.internal_key = environ.get("LLMSERVE_INTERNAL_KEY", "")
+        # Every replica signs with the cluster's key; a process started without one signs for itself alone.
+        self.signing_key = (environ.get("LLMSERVE_SIGNING_KEY") or secrets.token_hex(32)).encode()
+        self.large_slots = asyncio.Semaphore(int(config["large_body_slots"]))
+        self.in_flight_total = 0
+        self.draining = False
         self.session = None
 
     # -- plumbing ---------------------------------------------------------------------------------------------
@@ -155,132 +280,301 @@ class FrontDoor:
                 self.metrics.up[model] = 0
         await asyncio.gather(*(one(m, b) for m, b in self.models.items()))
 
-    # -- refusals ---------------------------------------------------------------------------------------------
-    def unauthorized(self, request):
-        if not self.config["require_bearer"] or BEARER.match(request.headers.get("Authorization", "")):
+    # -- identity ---------------------------------------------------------------------------------------------
+    def sign(self, user, groups):
+        return hmac.new(self.signing_key, ("%s\n%s" % (user, groups)).encode(), hashlib.sha256).hexdigest()
+
+    def identify(self, headers, peer):
+        """(user, groups) of a request as Traefik hands it to /auth, or None: who is calling, by the auth mode."""
+        mode = self.config["auth_mode"]
+        if mode == "api-key":
+            value = headers.get("Authorization", "")
+            if not value.startswith("Bearer ") or len(value) > 4096:
+                return None
+            # Keys are found by their SHA-256 (the file holds no key): the lookup compares digests, so its timing
+            # tells nothing about the key's bytes.
+            return self.keys.get(hashlib.sha256(value[7:].encode("utf-8", "surrogateescape")).hexdigest())
+        if mode in ("basic", "forward"):
+            user = headers.get(self.config["user_header"], "").strip()
+            if not user:
+                return None
+            groups = set(self.users.get(user, ()))
+            if mode == "forward":
+                groups.update(g.strip() for g in headers.get(self.config["groups_header"], "").split(",") if g.strip())
+            return user, tuple(sorted(groups))
+        return "address:" + (headers.get("X-Real-Ip") or peer or "unknown"), ()
+
+    def identity_headers(self, user, groups):
+        joined = ",".join(groups)
+        return {USER: user, GROUPS: joined, SIGNATURE: self.sign(user, joined)}
+
+    def verified(self, request):
+        """The signed identity Traefik copied from /auth, or (standalone) the one the request's own key gives."""
+        user, signature = request.headers.get(USER), request.headers.get(SIGNATURE)
+        if user is not None and signature is not None:
+            groups = request.headers.get(GROUPS, "")
+            if hmac.compare_digest(signature, self.sign(user, groups)):
+                return user, groups
             return None
-        return error(401, "Missing or malformed API key: send the header 'Authorization: Bearer <key>'.", code="invalid_api_key")
+        found = self.identify(request.headers, request.remote)
+        return (found[0], ",".join(found[1])) if found else None
+
+    async def auth(self, request):
+        """Traefik's forwardAuth: 200 with the identity headers, or 401 in OpenAI's format."""
+        found = self.identify(request.headers, request.remote)
+        if found is None:
+            self.metrics.refuse("unauthenticated")
+            return self.unauthenticated()
+        return web.Response(status=200, headers=self.identity_headers(*found))
+
+    def unauthenticated(self):
+        if self.config["auth_mode"] == "api-key":
+            return error(401, "Incorrect or missing API key. Send the header 'Authorization: Bearer <key>' with a key "
+                              "your administrator gave you.", code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+        return error(401, "Not authenticated: sign in through %s." % ("the campus login" if self.config["auth_mode"] == "forward"
+                                                                      else "basic authentication"), code="unauthenticated")
+
+    async def error_page(self, request):
+        """The page Traefik's errors middleware serves for its own refusals (rate and in-flight limits, no backend)."""
+        status = int(request.match_info["status"])
+        retry = {"Retry-After": str(int(self.config["retry_after_s"]))}
+        if status == 429:
+            return error(429, "Rate limit reached: too many requests, or too many at once, from your key or address. "
+                              "Retry after the time in the Retry-After header.", kind="requests",
+                         code="rate_limit_exceeded", headers=retry)
+        if status == 503:
+            return error(503, "The service is unavailable: no backend can take the request now.", kind="server_error",
+                         code="service_unavailable", headers=retry)
+        if status == 504:
+            return error(504, "The backend did not answer in time.", kind="server_error", code="gateway_timeout")
+        return error(status, "The gateway could not reach the service (status %d)." % status, kind="server_error",
+                     code="bad_gateway")
+
+    # -- the API ----------------------------------------------------------------------------------------------
+    def route(self, request):
+        """(model or None, prefix kind, path to send) of an allow-listed request, or raise Refused."""
+        target = request.raw_path
+        if "?" in target or "#" in target:
+            raise Refused(error(400, "Query strings are not part of this API: send parameters in the JSON body.",
+                                code="invalid_path"), "invalid_path")
+        segments = target.split("/")[1:]
+        if not SAFE_TARGET.match(target) or any(s in ("", ".", "..") for s in segments):
+            raise Refused(error(400, "Invalid request path: percent escapes, backslashes, dot segments and empty segments "
+                                     "are refused.", code="invalid_path"), "invalid_path")
+        match = API_PATH.match(target)
+        endpoint = match and match.group("endpoint")
+        if not match or endpoint not in ENDPOINTS:
+            raise Refused(error(404, "Unknown API path %s. This endpoint serves %s under /v1/ and /models/<name>/v1/."
+                                % (target, ", ".join("%s /v1/%s" % (m, e) for e, m in ENDPOINTS.items())),
+                                code="not_found"), "not_found")
+        if request.method != ENDPOINTS[endpoint]:
+            raise Refused(error(405, "Use %s for /v1/%s." % (ENDPOINTS[endpoint], endpoint), code="method_not_allowed",
+                                headers={"Allow": ENDPOINTS[endpoint]}), "method_not_allowed")
+        name, prefix = match.group("model"), match.group("prefix")
+        if name is not None and name not in self.models:
+            raise Refused(error(404, "The model `%s` does not exist. Models: %s." % (name, ", ".join(sorted(self.models))),
+                                code="model_not_found"), "model_not_found")
+        if prefix is not None and prefix not in self.config["ab_tests"]:
+            raise Refused(error(404, "Unknown API path %s." % target, code="not_found"), "not_found")
+        return name, prefix, "/v1/" + endpoint
 
     async def read_body(self, request):
-        """The raw body, or an error response when it is larger than the limit."""
+        """The raw body within the limits: small ones at once, large ones in one of the large-body slots."""
         limit = self.config["max_request_body_bytes"]
-        if request.content_length is not None and request.content_length > limit:
-            return None, error(413, "Request body of %d bytes is larger than the limit of %d bytes." % (request.content_length, limit),
-                               code="request_too_large")
-        chunks, size = [], 0
-        async for chunk in request.content.iter_any():
-            size += len(chunk)
-            if size > limit:
-                return None, error(413, "Request body is larger than the limit of %d bytes." % limit, code="request_too_large")
-            chunks.append(chunk)
-        return b"".join(chunks), None
+        length = request.content_length
+        if length is not None and length > limit:
+            raise Refused(error(413, "Request body of %d bytes is larger than the limit of %d bytes." % (length, limit),
+                                code="request_too_large"), "request_too_large")
 
-    # -- handlers ---------------------------------------------------------------------------------------------
-    def outside(self, path):
-        """Paths that are not the API (vLLM's /health, /metrics, admin): a proxy's plain 404, as Traefik answers them."""
-        if path.startswith("/v1/") or any(path.startswith(p + "/v1/") for p in self.config["ab_tests"]):
-            return None
-        if path.startswith("/models/") and path[len("/models/"):].partition("/")[2].startswith("v1/"):
-            return None
-        return web.Response(status=404, text="404 page not found\n")
+        async def read():
+            chunks, size = [], 0
+            async for chunk in request.content.iter_any():
+                size += len(chunk)
+                if size > limit:
+                    raise Refused(error(413, "Request body is larger than the limit of %d bytes." % limit,
+                                        code="request_too_large"), "request_too_large")
+                chunks.append(chunk)
+                self.metrics.buffered += len(chunk)
+            return b"".join(chunks)
+        try:
+            return await asyncio.wait_for(read(), self.config["body_timeout_s"])
+        except asyncio.TimeoutError:
+            raise Refused(error(408, "The request body did not arrive within %ss." % self.config["body_timeout_s"],
+                                code="request_timeout"), "request_timeout") from None
+
+    async def model_of(self, body):
+        """The body's top-level "model" (None when absent); Refused when the body is not a JSON object."""
+        try:
+            if len(body) <= self.config["small_body_bytes"]:
+                doc = json.loads(body)
+                if not isinstance(doc, dict):
+                    raise ValueError("not an object")
+                found = doc.get("model")
+                if found is not None and not isinstance(found, str):
+                    raise ValueError("model is not a string")
+                return found
+            scan = top_level_model(body)
+            while True:
+                next(scan)
+                await asyncio.sleep(0)
+        except StopIteration as done:
+            return done.value
+        except (ValueError, UnicodeDecodeError):
+            raise Refused(error(400, "The request body is not a JSON object with a string 'model'.", code="invalid_json"),
+                          "invalid_json") from None
 
     async def handle(self, request):
         started = time.monotonic()
-        model, response = "", None
+        model, status = "", 499
+        slot = None
         try:
-            response = self.outside(request.path) or self.unauthorized(request)
-            if response is None:
-                model, response = await self.dispatch(request)
-            return response
+            name, prefix, path = self.route(request)
+            identity = self.verified(request)
+            if identity is None:
+                self.metrics.refuse("unauthenticated")
+                raise Refused(self.unauthenticated(), "unauthenticated")
+            if self.in_flight_total >= self.config["max_in_flight"]:
+                raise Refused(error(503, "The gateway is at its limit of requests in flight; retry shortly.", kind="server_error",
+                                    code="overloaded", headers={"Retry-After": str(int(self.config["retry_after_s"]))}),
+                              "overloaded")
+            self.in_flight_total += 1
+            try:
+                if path == "/v1/models":
+                    response = await (self.list_models(request) if name is None else self.proxy(request, name, path, b"", identity))
+                    model = name or ""
+                    status = response.status
+                    return response
+                length = request.content_length
+                if length is None or length > self.config["small_body_bytes"]:
+                    try:
+                        await asyncio.wait_for(self.large_slots.acquire(), self.config["slot_wait_s"])
+                    except asyncio.TimeoutError:
+                        raise Refused(error(503, "The gateway is busy with large request bodies; retry shortly.",
+                                            kind="server_error", code="overloaded",
+                                            headers={"Retry-After": str(int(self.config["retry_after_s"]))}), "busy") from None
+                    slot = self.large_slots
+                body = await self.read_body(request)
+                try:
+                    if prefix is not None:
+                        choices = self.config["ab_tests"][prefix]
+                        name = random.choices([c["model"] for c in choices], [c["weight"] for c in choices])[0]
+                    elif name is None:
+                        name = self.pick(await self.model_of(body))
+                    model = name
+                    response = await self.proxy(request, name, path, body, identity, slot)
+                    slot = None  # released by proxy once the body is sent
+                    status = response.status
+                    return response
+                finally:
+                    self.metrics.buffered -= len(body)
+            finally:
+                self.in_flight_total -= 1
+        except Refused as refused:
+            self.metrics.refuse(refused.reason)
+            status = refused.response.status
+            return refused.response
+        except ClientGone as gone:
+            status = gone.status
+            return gone.response
         finally:
-            status = response.status if response is not None else 499
+            if slot is not None:
+                slot.release()
             self.metrics.count(model, status, time.monotonic() - started)
 
-    async def dispatch(self, request):
-        path = request.match_info["tail"]
-        path = "/" + path
-        if path.startswith("/models/"):
-            name, dummy, rest = path[len("/models/"):].partition("/")
-            if name not in self.models:
-                return "", error(404, "The model `%s` does not exist. Models: %s." % (name, ", ".join(sorted(self.models))), code="model_not_found")
-            if not rest.startswith("v1/"):
-                return "", error(404, "Not found: only /models/<name>/v1/... is served.", code="not_found")
-            body, refused = await self.read_body(request)
-            return name, refused or await self.proxy(request, name, "/" + rest, body)
-        for prefix, choices in self.config["ab_tests"].items():
-            if path.startswith(prefix + "/v1/"):
-                name = random.choices([c["model"] for c in choices], [c["weight"] for c in choices])[0]
-                body, refused = await self.read_body(request)
-                return name, refused or await self.proxy(request, name, path[len(prefix):], body)
-        if not path.startswith("/v1/"):
-            return "", error(404, "Not found: the API is under /v1/.", code="not_found")
-        if path == "/v1/models" and request.method == "GET":
-            return "", await self.list_models(request)
-        if request.method != "POST":
-            return "", error(405, "Use POST for %s." % path, code="method_not_allowed")
-        body, refused = await self.read_body(request)
-        if refused:
-            return "", refused
-        try:
-            wanted = json.loads(body).get("model")
-        except (ValueError, AttributeError, UnicodeDecodeError):
-            return "", error(400, "The request body is not a JSON object.", code="invalid_json")
+    def pick(self, wanted):
         if (wanted is None or wanted == "") and self.config["default_model"]:
             wanted = self.config["default_model"]  # vLLM serves a request without "model" with its own model
         if wanted is None or wanted == "":
-            return "", error(400, "Missing 'model': name one of %s." % ", ".join(self.known()), code="missing_model", param="model")
-        if not isinstance(wanted, str) or wanted not in self.names:
-            return "", error(404, "The model `%s` does not exist. Models: %s." % (wanted, ", ".join(self.known())),
-                             code="model_not_found", param="model")
-        name = self.names[wanted]
-        return name, await self.proxy(request, name, path, body)
+            raise Refused(error(400, "Missing 'model': name one of %s." % ", ".join(self.known()), code="missing_model",
+                                param="model"), "missing_model")
+        if wanted not in self.names:
+            raise Refused(error(404, "The model `%s` does not exist. Models: %s." % (wanted, ", ".join(self.known())),
+                                code="model_not_found", param="model"), "model_not_found")
+        return self.names[wanted]
 
-    def forward_headers(self, request, name=None):
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP and not aliases_identity(k)}
+    def forward_headers(self, request, identity, name=None):
+        headers = {k: v for k, v in request.headers.items()
+                   if k.lower() not in HOP and k.lower() != "authorization" and not identity_like(k)}
         peer = request.remote or ""
         prior = request.headers.get("X-Forwarded-For")
         headers["X-Forwarded-For"] = prior + ", " + peer if prior else peer
+        if self.internal_key:
+            headers["Authorization"] = "Bearer " + self.internal_key
         if name and self.models[name].get("client_affinity") and "x-session-id" not in {k.lower() for k in headers}:
-            # The model's vllm-router (consistent_hash) keeps one session key on one replica: the client's address
-            # (Traefik's X-Real-Ip) unless the client names its own session.
-            client = request.headers.get("X-Real-Ip") or (prior or peer).split(",")[0].strip()
-            headers["X-Session-ID"] = client
+            # The model's vllm-router (consistent_hash) keeps one session key on one replica: the caller's identity
+            # unless the client names its own session.
+            headers["X-Session-ID"] = identity[0]
         return headers
 
-    async def proxy(self, request, name, path, body):
-        url = self.models[name]["url"] + path + ("?" + request.query_string if request.query_string else "")
+    async def proxy(self, request, name, path, body, identity, slot=None):
+        backend = self.models[name]
+        headers = self.forward_headers(request, identity, name)
         self.metrics.in_flight[name] += 1
-        response = None
         try:
-            async with self.session.request(request.method, url, headers=self.forward_headers(request, name), data=body) as upstream:
-                headers = [(k, v) for k, v in upstream.headers.items() if k.lower() not in HOP]
-                if upstream.content_length is not None and upstream.content_length <= self.config["max_request_body_bytes"]:
-                    # A whole answer of known length (not a stream): read it, then send status, headers and body at once.
-                    raw = await upstream.read()
-                    response = web.Response(status=upstream.status, reason=upstream.reason, body=raw, headers=CIMultiDict(headers))
-                    return response
-                response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-                for key, value in headers:
-                    response.headers.add(key, value)
-                if upstream.content_length is not None:
-                    response.content_length = upstream.content_length
-                await response.prepare(request)
-                # Each chunk is written as it arrives (SSE: one event at a time), never collected.
-                async for chunk in upstream.content.iter_any():
-                    await response.write(chunk)
-                await response.write_eof()
-                return response
+            urls = [backend["url"]] + ([backend["fallback_url"]] if backend.get("fallback_url") else [])
+            for attempt, base in enumerate(urls):
+                try:
+                    upstream_cm = self.session.request(request.method, URL(base + path, encoded=True), headers=headers,
+                                                       data=body or None)
+                    upstream = await upstream_cm.__aenter__()
+                    break
+                except client_exceptions.ClientConnectorError as exc:
+                    # Nothing was answered: the next URL (the model's own Service behind its router) may take it.
+                    LOG.warning("model %s: backend %s failed before answering: %s", name, base, exc)
+                    if attempt == len(urls) - 1:
+                        raise
+            if slot is not None:
+                slot.release()  # the body is sent: its slot is free for the next large body
+                slot = None
+            try:
+                return await self.relay(request, upstream, name)
+            finally:
+                await upstream_cm.__aexit__(None, None, None)
         except (client_exceptions.ClientError, asyncio.TimeoutError) as exc:
-            LOG.warning("model %s: backend %s failed: %s", name, url, exc)
-            if response is not None:
-                raise  # the answer has begun: cutting the connection is the only way left to say it broke
+            LOG.warning("model %s: backend failed: %s", name, exc)
             return error(502, "The backend of model `%s` is not reachable." % name, kind="server_error", code="backend_unavailable")
         finally:
+            if slot is not None:
+                slot.release()
             self.metrics.in_flight[name] -= 1
 
+    async def relay(self, request, upstream, name):
+        headers = [(k, v) for k, v in upstream.headers.items() if k.lower() not in HOP]
+        if upstream.content_length is not None and upstream.content_length <= self.config["max_request_body_bytes"]:
+            # A whole answer of known length (not a stream): read it, then send status, headers and body at once.
+            raw = await upstream.read()
+            return web.Response(status=upstream.status, reason=upstream.reason, body=raw, headers=CIMultiDict(headers))
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+        for key, value in headers:
+            response.headers.add(key, value)
+        if upstream.content_length is not None:
+            response.content_length = upstream.content_length
+        await response.prepare(request)
+        # Each chunk is written as it arrives (SSE: one event at a time), never collected.
+        try:
+            async for chunk in upstream.content.iter_any():
+                await response.write(chunk)
+        except ConnectionResetError:
+            # The client left before the answer ended; leaving the upstream context closes the backend connection,
+            # and vLLM aborts the request.
+            LOG.info("model %s: the client closed the connection before the answer ended", name)
+            raise ClientGone(response, 499) from None
+        except (client_exceptions.ClientError, asyncio.TimeoutError) as exc:
+            # The backend broke off an answer already begun: cutting the client's connection is the only way left to
+            # say so (an OpenAI client then reports an incomplete answer rather than a short one).
+            LOG.warning("model %s: the backend broke off the answer: %s", name, exc)
+            if request.transport is not None:
+                request.transport.close()
+            raise ClientGone(response, 502) from None
+        try:
+            await response.write_eof()
+        except ConnectionResetError:
+            pass  # the whole answer was written; a client that closes after the last event ends normally
+        return response
+
     async def list_models(self, request):
-        """The union of every backend's /v1/models, asked with the client's own headers (vLLM checks the key)."""
-        headers = self.forward_headers(request)
+        """The union of every backend's /v1/models, asked with the internal key."""
+        headers = {"Authorization": "Bearer " + self.internal_key} if self.internal_key else {}
 
         async def one(backend):
             try:
@@ -291,8 +585,6 @@ class FrontDoor:
         answers = await asyncio.gather(*(one(b) for b in self.models.values()))
         data, seen = [], set()
         for (status, raw), name in zip(answers, self.models):
-            if status in (401, 403):
-                return web.Response(status=status, body=raw, content_type="application/json")
             if status != 200:
                 LOG.warning("model %s: /v1/models answered %s", name, status)
                 continue
@@ -302,45 +594,73 @@ class FrontDoor:
                     data.append(entry)
         if not data and any(status != 200 for status, dummy in answers):
             return error(503, "No model backend answered.", kind="server_error", code="backend_unavailable")
-        return web.json_response({"object": "list", "data": data})
+        # The address Traefik recorded for this client: health.yml warns when it is a cluster-internal one.
+        client = request.headers.get("X-Real-Ip") or (request.headers.get("X-Forwarded-For") or request.remote or "").split(",")[0].strip()
+        return web.json_response({"object": "list", "data": data}, headers={"X-Llmserve-Client-Address": client})
 
     async def healthz(self, _request):
         return web.json_response({"status": "ok", "backends": self.metrics.up})
+
+    async def readyz(self, _request):
+        if self.draining:
+            return web.json_response({"status": "draining"}, status=503)
+        return web.json_response({"status": "ready"})
 
     async def metrics_page(self, _request):
         return web.Response(text=self.metrics.render(), content_type="text/plain", charset="utf-8")
 
 
-def apps(config):
-    """The API app and the admin app (healthz, metrics), sharing one FrontDoor."""
-    door = FrontDoor(config)
+class ClientGone(Exception):
+    """An answer that began and could not end: the response already sent, and the status to count."""
+
+    def __init__(self, response, status):
+        super().__init__("answer cut")
+        self.response, self.status = response, status
+
+
+def identity_like(name):
+    """A header naming an identity (or aliasing one with '_' or '.'): never taken from a client, never forwarded."""
+    return re.sub(r"[_.]", "-", name.lower()).startswith(IDENTITY)
+
+
+def apps(config, environ=os.environ):
+    """The API, auth and admin apps, sharing one FrontDoor."""
+    door = FrontDoor(config, environ)
     # The body limit is enforced by read_body (OpenAI-style 413); aiohttp's own limit stays out of the way.
     api = web.Application(client_max_size=config["max_request_body_bytes"] + 1)
     api.cleanup_ctx.append(door.lifetime)
     api.router.add_route("*", "/{tail:.*}", door.handle)
+    auth = web.Application()
+    auth.router.add_get("/auth", door.auth)
+    auth.router.add_get(r"/error/{status:\d{3}}", door.error_page)
     admin = web.Application()
     admin.router.add_get("/healthz", door.healthz)
+    admin.router.add_get("/readyz", door.readyz)
     admin.router.add_get("/metrics", door.metrics_page)
-    return door, api, admin
+    return door, api, auth, admin
 
 
 async def serve(config):
-    _door, api, admin = apps(config)
+    door, api, auth, admin = apps(config)
     runners = []
-    for app, where in ((api, config["listen"]), (admin, config["admin"])):
-        runner = web.AppRunner(app, access_log=None)
+    for app, where in ((api, config["listen"]), (auth, config["auth"]), (admin, config["admin"])):
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=float(config["drain_s"]))
         await runner.setup()
         await web.TCPSite(runner, where["host"], int(where["port"])).start()
         runners.append(runner)
-    LOG.info("listening on %s:%s (admin %s:%s), models %s", config["listen"]["host"], config["listen"]["port"],
-             config["admin"]["host"], config["admin"]["port"], ", ".join(sorted(config["models"])))
+    LOG.info("listening on %s:%s (auth %s, admin %s), models %s", config["listen"]["host"], config["listen"]["port"],
+             config["auth"]["port"], config["admin"]["port"], ", ".join(sorted(config["models"])))
     stopping = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, stopping.set)
     await stopping.wait()
-    # SIGTERM (pod deletion): stop accepting, let answers in progress finish within the grace period.
-    for runner in reversed(runners):
-        await runner.cleanup()
+    # SIGTERM (pod deletion, after the preStop pause): stop accepting on the API and auth ports, let answers in
+    # progress finish within drain_s, then close; the admin port answers (readyz: draining) until the end.
+    door.draining = True
+    LOG.info("draining: %d requests in flight", door.in_flight_total)
+    await asyncio.gather(*(runner.cleanup() for runner in runners[:2]))
+    await runners[2].cleanup()
+    LOG.info("drained")
 
 
 def main(argv):

@@ -11,7 +11,7 @@ import yaml
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.llmserve.k3s.plugins.module_utils import _apply, _catalog, _plan
+from ansible_collections.llmserve.k3s.plugins.module_utils import _apply, _catalog, _gateway, _plan
 
 
 def plan(models, nodes, defaults, classes, settings=None, measured=None):
@@ -26,9 +26,8 @@ def vllm_args(planned, port=8000):
 
 
 def frontdoor_backend(model, port=8000):
-    """The front door's config entry of one served model (an item of llmserve_plan.models)."""
-    return {"url": "http://%s:%d" % (model["backend_service"], int(port)),
-            "client_affinity": bool(model.get("router_enabled") and model.get("session_affinity"))}
+    """The front door's config entry of one served model (an item of llmserve_plan.models); see _gateway."""
+    return _gateway.frontdoor_backend(model, port)
 
 
 def gpu_nodes(hostnames, hostvars):

@@ -110,6 +110,7 @@ def build_plan(models, nodes, defaults, classes, settings=None, measured=None):
         "storage": {"mode": settings["storage_mode"], "claim": settings["cache_claim"],
                     "claims": sorted({m["claim_name"] for m in enabled} or {settings["cache_claim"]})},
         "auth": {"mode": settings["auth_mode"], "api_key_secret": secret, "api_key_count": len(key_env),
+                 "internal_secret": "llmserve-internal", "identities_secret": "llmserve-gateway-identities",
                  "hf_token_secret": settings["hf_token_secret"]},
         "ingress": {"host": settings["ingress_host"], "default_model": settings["default_model"],
                     "paths": dict((m["name"], m["path"]) for m in enabled)},

@@ -1,0 +1,88 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, llmserve.k3s contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What the ingress template renders for the gateway (the front door) and the Traefik route in front of it.
+
+Pure logic, stdlib only: the middleware chain of the llm-api route, the front door's config.json, and the front
+door's memory limit from its body limits. The template only writes these out.
+"""
+
+from __future__ import annotations
+
+import math
+
+MIB = 1024 ** 2
+# The front door process itself (Python, aiohttp, the config) before any body: measured RSS of an idle front door in
+# the vLLM image's Python is about 45 MiB; the rest is headroom for the event loop's buffers and TLS-free sockets.
+BASE_MIB = 96
+# The identity header the gateway's /auth sets and Traefik's per-identity limiters count on.
+IDENTITY_HEADER = "X-Llmserve-User"
+
+
+def middleware_chain(auth_mode, ip_allow_list, in_flight_enabled):
+    """Names of the llm-api route's middlewares, outermost first: errors page, who may connect, how often per address
+    (before anyone is known), who they are, how often and how many at once per identity."""
+    chain = ["llm-errors"]
+    if ip_allow_list:
+        chain.append("llm-ip-allow-list")
+    chain.append("llm-rate-limit-address")
+    if auth_mode in ("basic", "forward"):
+        chain.append("llm-auth-" + auth_mode)
+    chain.append("llm-gateway-auth")
+    chain.append("llm-rate-limit")
+    if in_flight_enabled:
+        chain.append("llm-in-flight")
+    return chain
+
+
+def route_prefixes(ab_path=None):
+    """The path prefixes Traefik sends to the front door: everything under the API's roots, so that the front door
+    (not Traefik) answers an unknown path there, in OpenAI's format."""
+    return ["/v1/", "/models/"] + ([ab_path.rstrip("/") + "/"] if ab_path else [])
+
+
+def frontdoor_backend(model, port=8000):
+    """The front door's config entry of one served model (an item of llmserve_plan.models): its router when it has
+    one, with the model's own Service as the fallback while the router cannot be reached."""
+    entry = {"url": "http://%s:%d" % (model["backend_service"], int(port)),
+             "client_affinity": bool(model.get("router_enabled") and model.get("session_affinity"))}
+    if model.get("router_enabled"):
+        entry["fallback_url"] = "http://%s:%d" % (model["k8s_name"], int(port))
+    return entry
+
+
+def frontdoor_config(models, settings):
+    """The front door's config.json: the plan's models and the ingress role's settings (a dict with the keys read
+    below). Secrets are not in it: they come from the environment and the identities file."""
+    config = {
+        "listen": {"host": "0.0.0.0", "port": int(settings["port"])},
+        "auth": {"host": "0.0.0.0", "port": int(settings["auth_port"])},
+        "admin": {"host": "0.0.0.0", "port": int(settings["metrics_port"])},
+        "auth_mode": settings["auth_mode"],
+        "identities_file": settings["identities_file"],
+        "models": dict((m["name"], frontdoor_backend(m, settings["model_port"])) for m in models),
+        "default_model": settings["default_model"],
+        "max_request_body_bytes": int(settings["max_request_body_bytes"]),
+        "small_body_bytes": int(settings["small_body_bytes"]),
+        "large_body_slots": int(settings["large_body_slots"]),
+        "max_in_flight": int(settings["max_in_flight"]),
+        "body_timeout_s": int(settings["body_timeout_s"]),
+        "read_timeout_s": int(settings["read_timeout_s"]),
+        "drain_s": int(settings["max_answer_s"]),
+        "ab_tests": {},
+    }
+    if settings["auth_mode"] == "forward":
+        config["user_header"] = settings["forward_user_header"]
+        config["groups_header"] = settings["forward_groups_header"]
+    ab_test = settings.get("ab_test") or {}
+    if ab_test.get("enabled"):
+        config["ab_tests"] = {ab_test["path"]: ab_test["backends"]}
+    return config
+
+
+def frontdoor_memory_mib(max_request_body_bytes, large_body_slots, small_body_bytes, max_in_flight):
+    """The front door's memory limit in MiB: the process, plus every body it may hold at once, twice (the chunks and
+    the joined body are both alive while a body is read): large ones only in their slots, small ones up to the
+    in-flight cap. Rounded up to 32 MiB."""
+    held = 2 * (int(large_body_slots) * int(max_request_body_bytes) + int(max_in_flight) * int(small_body_bytes))
+    return int(math.ceil((BASE_MIB + held / float(MIB)) / 32.0) * 32)

@@ -80,7 +80,7 @@ def prometheus(vllm_server, bundle):
     requests (bounded waits throughout)."""
     (monitor,) = [o for o in bundle.values() if o["kind"] == "PodMonitor" and o["metadata"]["name"] == "llmserve-frontdoor"]
     (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
-    with FrontDoor({"models": {vllm_server.name: {"url": vllm_server.url}}, "require_bearer": False}) as door:
+    with FrontDoor({"models": {vllm_server.name: {"url": vllm_server.url}}, "auth_mode": "none"}) as door:
         admin = door.admin_url.split("//", 1)[1]
         job = {"job_name": "vllm", "honor_labels": True, "metrics_path": "/metrics",
                "static_configs": [{"targets": ["127.0.0.1:%d" % vllm_server.port],

@@ -9,6 +9,7 @@ import base64
 import json
 import pathlib
 import textwrap
+import time
 
 from kube_standin import send_json
 from playbook import run_playbook
@@ -25,7 +26,11 @@ SERVING_MODELS = [
 ]
 # Each pod on its own loopback address (Traefik keeps one endpoint per address of a Service).
 ADDRESSES = {"tiny-a": "127.0.0.2", "tiny-b": "127.0.0.3", "tiny-multi-0": "127.0.0.4", "tiny-multi-1": "127.0.0.5",
-             "router": "127.0.0.6", "frontdoor": "127.0.0.7", "echo": "127.0.0.8"}
+             "router": "127.0.0.6", "frontdoor": "127.0.0.7", "echo": "127.0.0.8", "frontdoor-1": "127.0.0.9",
+             "router-1": "127.0.0.10"}
+# Named keys of the serving tests, as llmserve_api_keys holds them (two people, one of them in a group).
+SERVING_KEYS = [{"name": "serving-user", "key": SERVING_KEY, "groups": ["lab"]},
+                {"name": "second-user", "key": "sk-llmserve-serving-test-key-111111", "groups": []}]
 
 # What Traefik's kubernetescrd provider reads; the rest of the bundle (Deployments, NetworkPolicies, ...) is for k3s.
 SERVED_KINDS = {"Service", "Secret", "ConfigMap", "IngressRoute", "Middleware", "TraefikService", "TLSOption",
@@ -146,7 +151,9 @@ def service_port_name(service, port):
 
 class EchoBackend:
     """A zero-latency OpenAI-shaped backend (stand-in for vLLM where the proxy's own cost is measured, or where a
-    test needs to see the headers that arrive): answers at once, echoing the model, path and request headers."""
+    test needs to see the headers that arrive): answers at once, echoing the model, path and request headers; a body
+    with "stream": true gets `events` SSE events (default 3) `gap` seconds apart (default 0), then [DONE].
+    `seen` lists (method, path) of every request but GET /health."""
 
     def __init__(self, model, host="127.0.0.1"):
         import http.server
@@ -154,6 +161,7 @@ class EchoBackend:
 
         backend = self
         self.model = model
+        self.seen = []
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -167,19 +175,40 @@ class EchoBackend:
                 send_json(self, status, body)
 
             def do_GET(self):  # noqa: N802
+                if self.path == "/health":
+                    return self._answer(200, {})
+                backend.seen.append(("GET", self.path))
                 if self.path == "/v1/models":
                     return self._answer(200, {"object": "list", "data": [
                         {"id": backend.model, "object": "model", "owned_by": "vllm", "max_model_len": 256}]})
-                if self.path == "/health":
-                    return self._answer(200, {})
                 return self._answer(404, {"detail": "Not Found"})
 
             def do_POST(self):  # noqa: N802
+                backend.seen.append(("POST", self.path))
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length) or b"{}")
+                if body.get("stream"):
+                    return self._stream(int(body.get("events", 3)), float(body.get("gap", 0)))
                 return self._answer(200, {"id": "cmpl-echo", "object": "text_completion", "model": body.get("model"),
                                           "path": self.path, "headers": dict(self.headers.items()),
-                                          "choices": [{"index": 0, "text": "ok", "finish_reason": "length"}]})
+                                          "choices": [{"index": 0, "text": "ok", "finish_reason": "length"}],
+                                          "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
+
+            def _stream(self, events, gap):
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                for index in range(events + 1):
+                    if index:
+                        time.sleep(gap)
+                    event = {"id": "cmpl-echo", "object": "text_completion", "model": backend.model,
+                             "choices": [{"index": 0, "text": " %d" % index, "finish_reason": None}]}
+                    data = b"data: " + (json.dumps(event).encode() if index < events else b"[DONE]") + b"\n\n"
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                    self.wfile.flush()
+                self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
 
         class Server(http.server.ThreadingHTTPServer):
             daemon_threads = True
@@ -208,22 +237,19 @@ class EchoBackend:
         return False
 
 
-def frontdoor_config(bundle, urls, require_bearer, max_request_body_bytes=10485760):
+def frontdoor_config(bundle, urls):
     """The front door's config: the rendered ConfigMap's config.json with each model's backend URL (a cluster DNS
-    name) replaced by the local process that plays it; built from `urls` while the bundle has no front door."""
-    try:
-        (config_map,) = find(bundle, "ConfigMap", "llmserve-frontdoor")
-    except LookupError:
-        return {"models": {name: {"url": url} for name, url in urls.items()},
-                "require_bearer": require_bearer, "max_request_body_bytes": max_request_body_bytes}
+    name) replaced by the local process that plays it: urls {model: url or (url, fallback url)}."""
+    (config_map,) = find(bundle, "ConfigMap", "llmserve-frontdoor")
     config = json.loads(config_map["data"]["config.json"])
     missing = set(config["models"]) ^ set(urls)
     if missing:
         raise LookupError(f"the rendered front door and the test disagree on the models: {sorted(missing)}")
     for name, backend in config["models"].items():
-        backend["url"] = urls[name]
-    config.pop("listen", None)
-    config.pop("admin", None)
+        url, fallback = urls[name] if isinstance(urls[name], tuple) else (urls[name], None)
+        backend["url"] = url
+        if "fallback_url" in backend:
+            backend["fallback_url"] = fallback or url
     return config
 
 
@@ -232,17 +258,18 @@ class ServingStack:
 
     services: {Service name: [(address, port), ...]}, the local processes that play each Service's pods."""
 
-    def __init__(self, bundle, pki, host, services, log_dir, extra=()):
+    def __init__(self, bundle, pki, host, services, log_dir, extra=(), dns=None):
         (ingress_route,) = find(bundle, "IngressRoute", "llm-api")
         namespace = ingress_route["metadata"]["namespace"]
         secret_name = ingress_route["spec"]["tls"]["secretName"]
-        objects = bundle_objects(bundle) + [NODE, tls_secret(pki, host, secret_name, namespace),
-                                            *role_secrets(bundle, pki), *extra]
+        objects = [resolve(o, dns or {}) for o in bundle_objects(bundle)]
+        objects += [NODE, tls_secret(pki, host, secret_name, namespace), *role_secrets(bundle, pki), *extra]
+        self.slices = {}
         for service in find(bundle, "Service"):
             backends = services.get(service["metadata"]["name"])
             if backends:
-                port_name = service["spec"]["ports"][0]["name"]
-                objects += endpoint_slice(service, [(port_name, address, port) for address, port in backends])
+                self.slices[service["metadata"]["name"]] = slices = endpoint_slice(service, _by_port(service, backends))
+                objects += slices
         self.objects = objects
         self.host, self.pki = host, pki
         self.helm_chart_config = find(bundle, "HelmChartConfig", "traefik")[0]
@@ -271,8 +298,34 @@ class ServingStack:
             self.api.stop()
         return False
 
+    def withdraw(self, service, address):
+        """What Kubernetes does when a pod starts terminating: its endpoint leaves the Service's EndpointSlices."""
+        for piece in self.slices[service]:
+            kept = [e for e in piece["endpoints"] if address not in e["addresses"]]
+            if len(kept) != len(piece["endpoints"]):
+                piece["endpoints"] = kept
+                self.api.upsert(piece)
 
-AUTH_MODES = {"api-key": {"llmserve_auth_mode": "api-key", "llmserve_api_keys": [SERVING_KEY]},
+
+def _by_port(service, backends):
+    """[(port name, address, port)] from [(address, port)] (the Service's first port) or {port name: [(address, port)]}."""
+    if isinstance(backends, dict):
+        return [(name, address, port) for name, pairs in backends.items() for address, port in pairs]
+    return [(service["spec"]["ports"][0]["name"], address, port) for address, port in backends]
+
+
+def resolve(obj, dns):
+    """The object with cluster DNS names in URLs it holds (a forwardAuth address) replaced by the local address that
+    plays them: no cluster DNS runs here. {"name.ns.svc.cluster.local:8081": "127.0.0.7:41234"}."""
+    if not dns:
+        return obj
+    text = json.dumps(obj)
+    for name, local in dns.items():
+        text = text.replace("//" + name + "/", "//" + local + "/")
+    return json.loads(text)
+
+
+AUTH_MODES = {"api-key": {"llmserve_auth_mode": "api-key", "llmserve_api_keys": SERVING_KEYS},
               "basic": {"llmserve_auth_mode": "basic", "llmserve_basic_auth_users": [BASIC_USER]}}
 
 
@@ -287,13 +340,33 @@ def render_serving(dest, mode):
     return load_bundle(dest)
 
 
-def frontdoor_for(bundle, urls, require_bearer, address, port=None, **overrides):
-    """The real front door (tests/lib/frontdoor.FrontDoor) with the rendered config, listening on address:port."""
-    from frontdoor import FrontDoor, free_port
+def frontdoor_for(bundle, urls, address, identities=None, port=None, log_dir=None, **overrides):
+    """The real front door (tests/lib/frontdoor.FrontDoor) with the rendered config, listening on address (API, auth
+    and admin ports), with the identities of the serving keys."""
+    from frontdoor import FrontDoor, free_port, identities_file
     from vllm_server import ensure_vllm_venv
 
-    config = frontdoor_config(bundle, urls, require_bearer)
+    config = frontdoor_config(bundle, urls)
     config.update(overrides)
     config["listen"] = {"host": address, "port": port or free_port(address)}
+    config["auth"] = {"host": address, "port": free_port(address)}
+    config["admin"] = {"host": address, "port": free_port(address)}
+    config.pop("identities_file", None)
     # The pinned vLLM image runs it (aiohttp comes with vLLM): here the vLLM CPU venv plays that image.
-    return FrontDoor(config, python=ensure_vllm_venv())
+    return FrontDoor(config, python=ensure_vllm_venv(), log_dir=log_dir,
+                     identities=identities if identities is not None else identities_file(SERVING_KEYS))
+
+
+def frontdoor_dns(bundle, door):
+    """The cluster DNS name of the front door's auth port (the forwardAuth address) -> where the test's door listens."""
+    (middleware,) = find(bundle, "Middleware", "llm-gateway-auth")
+    authority = middleware["spec"]["forwardAuth"]["address"].split("/")[2]
+    return {authority: "%s:%d" % (door.config["auth"]["host"], door.config["auth"]["port"])}
+
+
+def frontdoor_services(*doors):
+    """The front door Service's endpoints ({port name: [(address, port)]}) for the stand-in."""
+    return {"llmserve-frontdoor": {
+        "http": [(d.config["listen"]["host"], d.config["listen"]["port"]) for d in doors],
+        "auth": [(d.config["auth"]["host"], d.config["auth"]["port"]) for d in doors],
+        "metrics": [(d.config["admin"]["host"], d.config["admin"]["port"]) for d in doors]}}

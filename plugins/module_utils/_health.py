@@ -57,7 +57,10 @@ class Response:
             return None
 
     def from_vllm(self):
-        """vLLM (FastAPI on uvicorn) answers errors in JSON; proxies answer plain text."""
+        """vLLM (FastAPI on uvicorn) answers errors in JSON; proxies answer plain text, the collection's gateway in
+        JSON marked X-Llmserve-Refused-By."""
+        if self.headers.get("x-llmserve-refused-by"):
+            return False
         return self.headers.get("server", "").startswith("uvicorn") or isinstance(self.json(), dict)
 
     def short_body(self, limit=160):

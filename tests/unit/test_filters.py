@@ -67,9 +67,9 @@ def test_the_plan_sends_multi_replica_models_to_their_router():
     backends = {n: llmserve.frontdoor_backend(m, 8000) for n, m in served.items()}
     assert backends == {
         "one": {"url": "http://vllm-one:8000", "client_affinity": False},
-        "two.x": {"url": "http://vllm-two-x-router:8000", "client_affinity": False},
-        "hpa": {"url": "http://vllm-hpa-router:8000", "client_affinity": False},
-        "sticky": {"url": "http://vllm-sticky-router:8000", "client_affinity": True},
-        "rr": {"url": "http://vllm-rr-router:8000", "client_affinity": False}}
+        "two.x": {"url": "http://vllm-two-x-router:8000", "client_affinity": False, "fallback_url": "http://vllm-two-x:8000"},
+        "hpa": {"url": "http://vllm-hpa-router:8000", "client_affinity": False, "fallback_url": "http://vllm-hpa:8000"},
+        "sticky": {"url": "http://vllm-sticky-router:8000", "client_affinity": True, "fallback_url": "http://vllm-sticky:8000"},
+        "rr": {"url": "http://vllm-rr-router:8000", "client_affinity": False, "fallback_url": "http://vllm-rr:8000"}}
     assert (served["sticky"]["router_policy"], served["rr"]["router_policy"], served["two.x"]["router_policy"]) == \
         ("consistent_hash", "round_robin", "cache_aware")

@@ -53,6 +53,7 @@ HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", 
 # proxy. A client's own, or one whose name aliases them (X_Forwarded_User), is never forwarded.
 IDENTITY = ("x-llmserve-", "x-forwarded-", "x-real-ip", "x-auth-request-")
 USER, GROUPS, SIGNATURE = "X-Llmserve-User", "X-Llmserve-Groups", "X-Llmserve-Signature"
+REFUSED_BY = "X-Llmserve-Refused-By"
 
 # The OpenAI API the gateway forwards: endpoint -> method. Everything else vLLM or a router serves (/invocations,
 # /tokenize, /pooling, /metrics, /health, /v1/load_lora_adapter, /add_worker, ...) is not reachable from outside.
@@ -122,9 +123,9 @@ def load_identities(path):
 
 
 def error(status, message, kind="invalid_request_error", code=None, param=None, headers=None):
-    """A response in OpenAI's error format."""
+    """A response in OpenAI's error format, marked as the gateway's (vllm_health tells it from vLLM's own)."""
     body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
-    return web.json_response(body, status=status, headers=headers)
+    return web.json_response(body, status=status, headers=dict(headers or {}, **{REFUSED_BY: "gateway"}))
 
 
 def _string_end(body, pos):

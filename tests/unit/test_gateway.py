@@ -1,0 +1,62 @@
+"""The gateway's route and config as the ingress template writes them (plugins/module_utils/_gateway.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.llmserve.k3s.plugins.module_utils import _gateway
+
+SETTINGS = {"port": 8080, "auth_port": 8081, "metrics_port": 9090, "auth_mode": "api-key",
+            "identities_file": "/etc/llmserve-gateway/identities.json", "model_port": 8000, "default_model": "",
+            "max_request_body_bytes": 10485760, "small_body_bytes": 65536, "large_body_slots": 4, "max_in_flight": 512,
+            "body_timeout_s": 60, "read_timeout_s": 600, "max_answer_s": 900, "ab_test": {"enabled": False},
+            "forward_user_header": "X-Auth-Request-User", "forward_groups_header": "X-Auth-Request-Groups"}
+SOLO = {"name": "llama-3.1-8b", "k8s_name": "vllm-llama-3-1-8b", "backend_service": "vllm-llama-3-1-8b",
+        "router_enabled": False, "session_affinity": False}
+MULTI = {"name": "llama-multi", "k8s_name": "vllm-llama-multi", "backend_service": "vllm-llama-multi-router",
+         "router_enabled": True, "session_affinity": True}
+
+
+@pytest.mark.parametrize("mode, allow, in_flight, expected", [
+    ("api-key", False, True, ["llm-errors", "llm-rate-limit-address", "llm-gateway-auth", "llm-rate-limit", "llm-in-flight"]),
+    ("basic", True, False, ["llm-errors", "llm-ip-allow-list", "llm-rate-limit-address", "llm-auth-basic", "llm-gateway-auth",
+                            "llm-rate-limit"]),
+    ("forward", False, True, ["llm-errors", "llm-rate-limit-address", "llm-auth-forward", "llm-gateway-auth", "llm-rate-limit",
+                              "llm-in-flight"]),
+    ("none", False, False, ["llm-errors", "llm-rate-limit-address", "llm-gateway-auth", "llm-rate-limit"]),
+])
+def test_the_chain_limits_addresses_before_authentication_and_identities_after(mode, allow, in_flight, expected):
+    chain = _gateway.middleware_chain(mode, ["10.0.0.0/8"] if allow else [], in_flight)
+    assert chain == expected
+    assert chain.index("llm-rate-limit-address") < chain.index("llm-gateway-auth") < chain.index("llm-rate-limit")
+
+
+def test_a_model_behind_a_router_falls_back_to_its_own_service():
+    assert _gateway.frontdoor_backend(SOLO, 8000) == {"url": "http://vllm-llama-3-1-8b:8000", "client_affinity": False}
+    assert _gateway.frontdoor_backend(MULTI, 8000) == {"url": "http://vllm-llama-multi-router:8000", "client_affinity": True,
+                                                       "fallback_url": "http://vllm-llama-multi:8000"}
+
+
+def test_the_config_carries_the_settings_and_no_secret():
+    config = _gateway.frontdoor_config([SOLO, MULTI], dict(SETTINGS, auth_mode="forward"))
+    assert config["auth"] == {"host": "0.0.0.0", "port": 8081} and config["drain_s"] == 900
+    assert config["user_header"] == "X-Auth-Request-User" and config["groups_header"] == "X-Auth-Request-Groups"
+    assert sorted(config["models"]) == ["llama-3.1-8b", "llama-multi"] and config["ab_tests"] == {}
+    assert "user_header" not in _gateway.frontdoor_config([SOLO], SETTINGS)
+    ab = {"enabled": True, "path": "/ab", "backends": [{"model": "llama-3.1-8b", "weight": 9}, {"model": "llama-multi", "weight": 1}]}
+    assert _gateway.frontdoor_config([SOLO, MULTI], dict(SETTINGS, ab_test=ab))["ab_tests"] == {"/ab": ab["backends"]}
+    assert not any("key" in k.lower() and k != "identities_file" for k in config)
+
+
+@pytest.mark.parametrize("body, slots, small, in_flight, expected", [
+    (10485760, 4, 65536, 512, 256),   # 96 + 80 + 64 = 240 -> 256
+    (10485760, 1, 65536, 64, 128),    # 96 + 20 + 8 = 124 -> 128
+    (104857600, 4, 65536, 512, 960),  # 96 + 800 + 64 = 960
+])
+def test_the_memory_limit_grows_with_what_may_be_held(body, slots, small, in_flight, expected):
+    assert _gateway.frontdoor_memory_mib(body, slots, small, in_flight) == expected
+
+
+def test_the_route_covers_the_api_roots_only():
+    assert _gateway.route_prefixes() == ["/v1/", "/models/"]
+    assert _gateway.route_prefixes("/ab") == ["/v1/", "/models/", "/ab/"]

@@ -26,7 +26,7 @@ from traefik_stack import (ADDRESSES, HOST, SERVING_KEYS, SERVING_MODELS, EchoBa
                            frontdoor_dns, frontdoor_for, frontdoor_services)
 
 MODELS = [m["name"] for m in SERVING_MODELS]
-KEYS = SERVING_KEYS + [{"name": "third-user", "key": "sk-llmserve-serving-test-key-222222", "groups": ["lab"]}]
+KEYS = SERVING_KEYS
 LIMITS = {"ingress_rate_limit": {"average": 2, "period": "1s", "burst": 6},
           "ingress_address_rate_limit": {"average": 5, "period": "1s", "burst": 24, "ip_depth": 0},
           "ingress_in_flight": {"enabled": True, "amount": 2}}

@@ -30,7 +30,8 @@ ADDRESSES = {"tiny-a": "127.0.0.2", "tiny-b": "127.0.0.3", "tiny-multi-0": "127.
              "router-1": "127.0.0.10"}
 # Named keys of the serving tests, as llmserve_api_keys holds them (two people, one of them in a group).
 SERVING_KEYS = [{"name": "serving-user", "key": SERVING_KEY, "groups": ["lab"]},
-                {"name": "second-user", "key": "sk-llmserve-serving-test-key-111111", "groups": []}]
+                {"name": "second-user", "key": "sk-llmserve-serving-test-key-111111", "groups": []},
+                {"name": "third-user", "key": "sk-llmserve-serving-test-key-222222", "groups": ["lab"]}]
 
 # What Traefik's kubernetescrd provider reads; the rest of the bundle (Deployments, NetworkPolicies, ...) is for k3s.
 SERVED_KINDS = {"Service", "Secret", "ConfigMap", "IngressRoute", "Middleware", "TraefikService", "TLSOption",

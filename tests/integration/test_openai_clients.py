@@ -1,0 +1,167 @@
+"""The serving path as OpenAI's own SDK meets it, every hop real (Traefik 3.7 -> two front doors -> vLLM on CPU, the
+vllm-router for the two-replica model), and the client examples of README.md and docs/ingress.md run as written.
+
+The examples name https://llm.university.local/ (port 443) and the CA in ~/.config/llmserve/pki/llmserve/: the test
+gives them a HOME holding the test's CA there, and a name lookup that sends llm.university.local:443 to the test's
+Traefik (Python: a sitecustomize wrapping socket.getaddrinfo; curl: connect-to in ~/.curlrc). The code is not edited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import pathlib
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from traefik_stack import HOST, SERVING_KEYS, SERVING_MODELS
+
+openai = pytest.importorskip("openai")
+httpx = pytest.importorskip("httpx")
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+MODELS = [m["name"] for m in SERVING_MODELS]
+SOAK_STREAMS, SOAK_CONCURRENCY = 500, 16
+
+
+@pytest.fixture()
+def named_host(serving, monkeypatch):
+    """llm.university.local resolves to the test's Traefik in this process (its port stays in the URL)."""
+    real = socket.getaddrinfo
+
+    def lookup(host, port, *args, **kwargs):
+        return real("127.0.0.1" if host == HOST else host, port, *args, **kwargs)
+    monkeypatch.setattr(socket, "getaddrinfo", lookup)
+    return f"https://{HOST}:{serving.traefik.websecure_port}/v1"
+
+
+def client(serving, base_url, key, cls=None, **kwargs):
+    import ssl
+    context = ssl.create_default_context(cafile=str(serving.pki / "ca.crt"))
+    transport = (httpx.AsyncClient if cls is openai.AsyncOpenAI else httpx.Client)(verify=context, timeout=120)
+    return (cls or openai.OpenAI)(base_url=base_url, api_key=key, http_client=transport, **kwargs)
+
+
+def test_a_soak_of_streams_through_the_whole_path_cuts_none(serving, named_host):
+    """500 streamed chats, 16 at a time, over the three models and both ways of naming them, from two identities
+    (each within its in-flight limit), with AsyncOpenAI: every stream ends with its finish_reason and usage, none
+    is cut; then every hop's log is checked for cut answers."""
+    keys = [SERVING_KEYS[0]["key"], SERVING_KEYS[1]["key"]]
+
+    async def run():
+        clients = [client(serving, named_host, key, openai.AsyncOpenAI, max_retries=0) for key in keys]
+        gate = asyncio.Semaphore(SOAK_CONCURRENCY)
+        outcomes = []
+
+        async def one(index):
+            model = MODELS[index % len(MODELS)]
+            sdk = clients[index % 2]
+            async with gate:
+                text, finish, usage = "", None, None
+                stream = await sdk.chat.completions.create(
+                    model=model, messages=[{"role": "user", "content": f"Soak {index}: tell me about GPUs."}],
+                    max_tokens=12, temperature=0, stream=True, stream_options={"include_usage": True},
+                    extra_body={"ignore_eos": True})
+                async for chunk in stream:
+                    for choice in chunk.choices:
+                        text += choice.delta.content or ""
+                        finish = choice.finish_reason or finish
+                    usage = chunk.usage or usage
+                outcomes.append((model, finish, usage.completion_tokens if usage else None, len(text)))
+        started = time.monotonic()
+        results = await asyncio.gather(*(one(i) for i in range(SOAK_STREAMS)), return_exceptions=True)
+        for sdk in clients:
+            await sdk.close()
+        return results, outcomes, time.monotonic() - started
+
+    results, outcomes, elapsed = asyncio.run(run())
+    errors = [repr(r)[:200] for r in results if isinstance(r, BaseException)]
+    print(f"\n{SOAK_STREAMS} streams, {SOAK_CONCURRENCY} at a time, in {elapsed:.0f}s: {len(outcomes)} complete, "
+          f"{len(errors)} failed {errors[:3]}")
+    assert not errors
+    assert len(outcomes) == SOAK_STREAMS
+    assert all(finish == "length" and tokens == 12 for dummy, finish, tokens, dummy in outcomes), outcomes[:5]
+    for door in serving.frontdoors:
+        log = door.log.read_text(errors="replace")
+        assert "Cannot write to closing transport" not in log and "Traceback" not in log, log[-3000:]
+        assert "broke off" not in log
+
+
+def test_the_sdks_errors_carry_openais_codes(serving, named_host):
+    good = client(serving, named_host, SERVING_KEYS[2]["key"], max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as wrong:
+        client(serving, named_host, "sk-not-a-real-key", max_retries=0).models.list()
+    assert wrong.value.code == "invalid_api_key" and wrong.value.status_code == 401
+    with pytest.raises(openai.NotFoundError) as missing:
+        good.chat.completions.create(model="mixtral-8x7b", messages=[{"role": "user", "content": "hi"}])
+    assert missing.value.code == "model_not_found"
+    with pytest.raises(openai.APIStatusError) as large:
+        good.completions.create(model="tiny-a", prompt="x" * (11 * 2 ** 20), max_tokens=1)
+    assert large.value.status_code == 413 and large.value.code == "request_too_large"
+    limited = None
+    for dummy in range(200):
+        try:
+            good.models.list()
+        except openai.RateLimitError as refused:
+            limited = refused
+            break
+    assert limited is not None and limited.code == "rate_limit_exceeded"
+    assert limited.response.headers["retry-after"].isdigit()
+
+
+def examples(path, fence):
+    """The fenced blocks of one language in a document that talk to the API (name the ingress host)."""
+    text = (ROOT / path).read_text(encoding="utf-8")
+    return [block for block in re.findall(r"```%s\n(.*?)```" % fence, text, re.S) if HOST in block]
+
+
+@pytest.fixture()
+def example_home(serving, tmp_path):
+    """A HOME with the CA where the docs say it is, a curlrc and a sitecustomize that send the host to Traefik."""
+    pki = tmp_path / ".config" / "llmserve" / "pki" / "llmserve"
+    pki.mkdir(parents=True)
+    shutil.copy(serving.pki / "ca.crt", pki / "ca.crt")
+    port = serving.traefik.websecure_port
+    (tmp_path / ".curlrc").write_text(f"connect-to = {HOST}:443:127.0.0.1:{port}\n", encoding="utf-8")
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import socket\n_real = socket.getaddrinfo\n"
+        "def _lookup(host, port, *a, **k):\n"
+        f"    if host == {HOST!r} and int(port or 443) == 443:\n"
+        f"        return _real('127.0.0.1', {port}, *a, **k)\n"
+        "    return _real(host, port, *a, **k)\n"
+        "socket.getaddrinfo = _lookup\n", encoding="utf-8")
+    env = dict(os.environ, HOME=str(tmp_path), PYTHONPATH=str(site), LLMSERVE_API_KEY=SERVING_KEYS[2]["key"])
+    env.pop("SSL_CERT_FILE", None)
+    return env
+
+
+@pytest.mark.parametrize("path", ["README.md", "docs/ingress.md"])
+def test_the_python_examples_run_as_written(serving, example_home, path, tmp_path):
+    blocks = examples(path, "python")
+    assert blocks, f"{path} has no Python example naming {HOST}"
+    for index, block in enumerate(blocks):
+        script = tmp_path / f"example{index}.py"
+        script.write_text(block, encoding="utf-8")
+        done = subprocess.run([sys.executable, str(script)], env=example_home, capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, f"{path} example {index}:\n{block}\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+        assert done.stdout.strip(), block
+
+
+@pytest.mark.parametrize("path", ["README.md", "docs/ingress.md"])
+def test_the_curl_examples_run_as_written(serving, example_home, path):
+    blocks = [b for b in examples(path, "sh") if b.lstrip().startswith("curl")]
+    assert blocks, f"{path} has no curl example naming {HOST}"
+    for block in blocks:
+        done = subprocess.run(["bash", "-c", "set -euo pipefail\n" + block], env=example_home, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, f"{path}:\n{block}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+        assert '"error"' not in done.stdout and done.stdout.strip(), (block, done.stdout[-2000:])

@@ -1,13 +1,14 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, llmserve.k3s contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Filters of the ingress and gpu_device_plugin roles: input checks, htpasswd content for Traefik's BasicAuth, allocatable GPUs."""
+"""Filters of the ingress and gpu_device_plugin roles: input checks, identities, htpasswd content for Traefik's BasicAuth,
+allocatable GPUs."""
 
 from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.llmserve.k3s.plugins.module_utils import _netsec
+from ansible_collections.llmserve.k3s.plugins.module_utils import _identity, _netsec
 
 try:
     import bcrypt
@@ -49,6 +50,28 @@ def htpasswd(users, existing=""):
     return "\n".join(lines) + "\n" if lines else ""
 
 
+def _identities(function, *args):
+    try:
+        return function(*args)
+    except _identity.IdentityError as exc:  # the messages hold no key or password
+        raise AnsibleFilterError("; ".join(exc.messages)) from None
+
+
+def api_identities(keys):
+    """[{name, key, groups}] of llmserve_api_keys (plain strings get the name key-<8 hex of their sha256>)."""
+    return _identities(_identity.api_identities, keys)
+
+
+def basic_identities(users):
+    """[{name, password, groups}] of llmserve_basic_auth_users."""
+    return _identities(_identity.basic_identities, users)
+
+
+def gateway_identities(keys, users=None):
+    """The gateway's identities.json document (key hashes, users' groups); never a key in clear."""
+    return _identities(_identity.gateway_identities, keys, users)
+
+
 def allocatable(nodes, resource):
     """{node name: allocatable count of resource} of Node objects (0 where the node advertises none)."""
     out = {}
@@ -64,4 +87,5 @@ def allocatable(nodes, resource):
 class FilterModule:
     def filters(self):
         return {"htpasswd": htpasswd, "bad_ip_ranges": _netsec.bad_ip_ranges, "is_dns_name": _netsec.is_dns_name,
-                "allocatable": allocatable}
+                "allocatable": allocatable, "identity_errors": _identity.identity_errors, "api_identities": api_identities,
+                "basic_identities": basic_identities, "gateway_identities": gateway_identities}

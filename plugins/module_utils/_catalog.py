@@ -50,7 +50,9 @@ FIELDS = {
                          "`consistent_hash`)"),
     "router_policy": ("`cache_aware`", "`cache_aware`, `consistent_hash` or `round_robin`: how the vllm-router of a model with several "
                       "replicas picks one"),
-    "extra_args": ("`[]`", "more vLLM arguments; flags the catalog has a field for are refused (set the field)"),
+    "extra_args": ("`[]`", "more vLLM arguments. A flag the collection sets is refused in any spelling vLLM reads (`_` for `-`, "
+                   "`--flag=value`, an abbreviation), with the field to set instead; so are `--api-key` (client keys are "
+                   "`llmserve_api_keys`, checked at the gateway) and `--config`"),
     "extra_env": ("`{}`", "more environment variables"),
     "resources": ("size class / sizing", "`{requests: {cpu, memory}, limits: {memory}}`"),
     "node_selector": ("`{}`", "node labels the replicas must run on, added to `llmserve.io/gpu: \"true\"`"),
@@ -60,15 +62,69 @@ AUTOSCALING_FIELDS = ("enabled", "min_replicas", "max_replicas", "target_waiting
 RESOURCE_FIELDS = {"requests": ("cpu", "memory"), "limits": ("memory",)}
 BOOL_FIELDS = ("enabled", "gated", "enable_prefix_caching", "session_affinity")
 QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|Ki|Mi|Gi|Ti|Pi)?$")
-# vLLM flags the catalog sets from its own fields; extra_args must not set them a second time.
 # vllm-router policies a catalog entry may choose (--policy); cache_aware sends shared prefixes to the same replica.
 ROUTER_POLICIES = ("cache_aware", "consistent_hash", "round_robin")
-MANAGED_FLAGS = {"--served-model-name": "name", "--host": None, "--port": None, "--revision": "revision", "--dtype": "dtype",
-                 "--quantization": "quantization", "--kv-cache-dtype": "kv_cache_dtype", "--max-model-len": "max_model_len",
-                 "--max-num-seqs": "max_num_seqs", "--max-num-batched-tokens": "max_num_batched_tokens",
-                 "--gpu-memory-utilization": "gpu_memory_utilization", "--tensor-parallel-size": "tensor_parallel_size",
-                 "-tp": "tensor_parallel_size", "--enable-prefix-caching": "enable_prefix_caching",
-                 "--no-enable-prefix-caching": "enable_prefix_caching", "--model": "model"}
+
+
+# vLLM flags the collection sets itself (vllm_args and the model template), with every name vLLM 0.32's parser has for
+# them, and the fix for an extra_args entry that sets one again: vLLM takes the last value, so the entry would override
+# the plan (or the key).
+_ROLE_SETS = "leave it out (the role sets it)"
+
+
+def _field(name):
+    return "set the catalog field %s instead" % name
+
+
+MANAGED_FLAGS = {
+    "--model": _field("model"), "--served-model-name": _field("name"), "--host": _ROLE_SETS, "--port": _ROLE_SETS,
+    "--revision": _field("revision"), "--dtype": _field("dtype"), "--quantization": _field("quantization"), "-q": _field("quantization"),
+    "--kv-cache-dtype": _field("kv_cache_dtype"), "--max-model-len": _field("max_model_len"), "--max-num-seqs": _field("max_num_seqs"),
+    "--max-num-batched-tokens": _field("max_num_batched_tokens"), "--gpu-memory-utilization": _field("gpu_memory_utilization"),
+    "--device-memory-utilization": _field("gpu_memory_utilization"),
+    "--tensor-parallel-size": _field("tensor_parallel_size"), "-tp": _field("tensor_parallel_size"),
+    "--enable-prefix-caching": _field("enable_prefix_caching"), "--no-enable-prefix-caching": _field("enable_prefix_caching"),
+    "--api-key": "leave it out: vLLM answers only the gateway, with the cluster's internal key; client API keys are "
+                 "llmserve_api_keys, checked at the gateway",
+    "--otlp-traces-endpoint": "set llmserve_otlp_traces_endpoint (vllm_models_otlp_traces_endpoint) instead, for every model",
+    # A YAML file of flags that no check reads: it sets what the command line leaves out, --api-key among them.
+    "--config": "write the flags themselves into extra_args, where they are checked",
+}
+# Environment variables vLLM reads in place of a managed flag (VLLM_API_KEY is --api-key: the internal key).
+MANAGED_ENV = {"VLLM_API_KEY": MANAGED_FLAGS["--api-key"]}
+_NEGATIVE_NUMBER = re.compile(r"^-[0-9.]")
+
+
+def vllm_flag(arg):
+    """The option an extra_args entry names, as vLLM's parser reads it; None for a value.
+
+    vLLM's FlexibleArgumentParser turns '_' into '-' in a long option's name (up to a '.', which starts a JSON
+    sub-key: --compilation-config.level), and argparse reads --flag=value as --flag value (-tp=2 as -tp 2).
+    """
+    if not isinstance(arg, str) or not arg.startswith("-") or arg in ("-", "--") or _NEGATIVE_NUMBER.match(arg):
+        return None
+    name = arg.split("=", 1)[0]
+    if name.startswith("--"):
+        name = "--" + name[2:].split(".", 1)[0].replace("_", "-")
+    return name
+
+
+def managed_flags(arg):
+    """The managed flags an extra_args entry sets, as vLLM's parser reads it; [] for any other entry.
+
+    Besides vllm_flag's spellings, argparse (allow_abbrev, on in vLLM) takes a long option's unique abbreviation
+    (--gpu-mem is --gpu-memory-utilization), a prefix of a single-dash option (-t is -tp) and a value stuck to a
+    two-character one (-qawq is -q awq). An abbreviation of several managed flags is refused too: vLLM refuses it as
+    ambiguous at start-up. No option of vLLM 0.32 is itself a prefix of a managed one, so nothing valid is refused.
+    """
+    flag = vllm_flag(arg)
+    if flag is None:
+        return []
+    if flag in MANAGED_FLAGS:
+        return [flag]
+    if flag.startswith("--"):
+        return sorted(m for m in MANAGED_FLAGS if m.startswith("--") and m.startswith(flag) and len(flag) > 2)
+    return sorted(m for m in MANAGED_FLAGS if not m.startswith("--") and (m.startswith(flag) or (len(m) == 2 and flag.startswith(m))))
 
 
 def fields_markdown():
@@ -232,13 +288,23 @@ def _check_fields(index, name, spec, classes, errors):
         errors.field(index, name, "extra_args", "%r is not a list of strings" % (spec["extra_args"],), "write extra_args: ['--flag', 'value']")
     else:
         for arg in spec["extra_args"]:
-            flag = arg.split("=", 1)[0]
-            if flag in MANAGED_FLAGS:
-                own = MANAGED_FLAGS[flag]
-                errors.field(index, name, "extra_args", "%s is set by the role" % flag,
-                             "set the catalog field %s instead" % own if own else "leave it out (the role sets it)")
+            flags = managed_flags(arg)
+            if not flags:
+                continue
+            given = arg.split("=", 1)[0]
+            if flags != [given]:
+                given += " (vLLM reads it as %s)" % flags[0] if len(flags) == 1 else " (an abbreviation of %s)" % ", ".join(flags)
+            problem = "makes vLLM read more flags from a file, unchecked" if flags == ["--config"] else "is set by the role"
+            fixes = []
+            for flag in flags:
+                if MANAGED_FLAGS[flag] not in fixes:
+                    fixes.append(MANAGED_FLAGS[flag])
+            errors.field(index, name, "extra_args", "%s %s" % (given, problem), "; or ".join(fixes))
     if not isinstance(spec["extra_env"], dict):
         errors.field(index, name, "extra_env", "%r is not a mapping" % (spec["extra_env"],), "write extra_env: {NAME: value}")
+    else:
+        for key in sorted(k for k in spec["extra_env"] if k in MANAGED_ENV):
+            errors.field(index, name, "extra_env.%s" % key, "is set by the role", MANAGED_ENV[key])
 
 
 def _resolve(entry, defaults, classes, predownload):

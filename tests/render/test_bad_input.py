@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 MODEL = {"name": "m", "model": "org/m", "params_b": 1.0}
+KEYS = ["sk-bad-input-key-AAAA-0000-secret", "sk-bad-input-key-BBBB-1111-secret"]
 
 
 def _models(*changes):
@@ -53,6 +54,23 @@ CASES = {
                                   ["(m0).autoscaling.max_replica: unknown field", "did you mean max_replicas?"]),
     "managed-vllm-flag": (_models({"extra_args": ["--max-model-len=4096"]}), None,
                           ["(m0).extra_args: --max-model-len is set by the role", "catalog field max_model_len"]),
+    # vLLM reads '_' as '-' in a flag's name and --flag=value as --flag value; --api-key would replace the internal key.
+    "managed-vllm-flag-spellings": (_models({"extra_args": ["--served_model_name", "x", "--gpu_memory_utilization=0.99",
+                                                            "--max_model_len", "999999", "--api-key", "weak"]}), None,
+                                    ["(m0).extra_args: --served_model_name (vLLM reads it as --served-model-name) is set by the role",
+                                     "set the catalog field name instead",
+                                     "(m0).extra_args: --gpu_memory_utilization (vLLM reads it as --gpu-memory-utilization)",
+                                     "set the catalog field gpu_memory_utilization instead",
+                                     "(m0).extra_args: --max_model_len (vLLM reads it as --max-model-len)",
+                                     "(m0).extra_args: --api-key is set by the role",
+                                     "client API keys are llmserve_api_keys, checked at the gateway"]),
+    "named-keys-duplicate-name": ({"llmserve_api_keys": [{"name": "alice", "key": KEYS[0]}, {"name": "alice", "key": KEYS[1]}]}, None,
+                                  ["llmserve_api_keys[1].name: 'alice' is used twice (also llmserve_api_keys[0]). "
+                                   "Fix: give every key its own name."]),
+    "named-key-empty": ({"llmserve_api_keys": [{"name": "alice", "key": KEYS[0]}, {"name": "bob", "key": ""}]}, None,
+                        ["llmserve_api_keys[1].key: an empty key. Fix: set a key of 16 or more characters"]),
+    "same-key-twice": ({"llmserve_api_keys": [KEYS[0], {"name": "bob", "key": KEYS[0], "groups": ["staff"]}]}, None,
+                       ["llmserve_api_keys[1].key: the same key as llmserve_api_keys[0] (key-"]),
     "unknown-router-policy": (_models({"router_policy": "cache-aware", "replicas": 2}), None,
                               ["(m0).router_policy: 'cache-aware' is not a vllm-router policy", "did you mean cache_aware?",
                                "cache_aware, consistent_hash, round_robin"]),
@@ -85,3 +103,5 @@ def test_bad_input_fails_before_writing(case, renders):
     for expected in CASES[case][2]:
         assert expected in output, "%r not in:\n%s" % (expected, output[-3000:])
     assert not dest.exists(), sorted(str(p) for p in dest.rglob("*"))
+    for key in KEYS:  # the identity checks print names and positions, never a key
+        assert key not in result.stdout

@@ -35,6 +35,8 @@ CASES = {
     "basic-without-users": (dict(APPLY, llmserve_auth_mode="basic"), "llmserve_basic_auth_users"),
     "basic-short-password": ({"llmserve_auth_mode": "basic", "llmserve_basic_auth_users": [{"name": "bob", "password": "x"}]},
                              "llmserve_basic_auth_users"),
+    "basic-user-colon": ({"llmserve_auth_mode": "basic", "llmserve_basic_auth_users": [{"name": "a:b", "password": "long-enough-pw"}]},
+                         "llmserve_basic_auth_users[0].name: 'a:b' holds ':'"),
     "forward-without-address": ({"llmserve_auth_mode": "forward"}, "ingress_forward_auth.address"),
     "auth-mode-unknown": ({"llmserve_auth_mode": "oauth"}, "ingress_auth_mode must be one of"),
     "host-not-dns": ({"llmserve_ingress_host": "LLM_server.local"}, "llmserve_ingress_host"),

@@ -9,6 +9,8 @@ the filter the apply task uses and checked with bcrypt and with Apache's htpassw
 from __future__ import annotations
 
 import datetime
+import hashlib
+import json
 import pathlib
 import shutil
 import subprocess
@@ -16,6 +18,7 @@ import subprocess
 import bcrypt
 import pytest
 import yaml
+from ansible.parsing.vault import VaultLib, VaultSecret
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -100,14 +103,17 @@ def _failing_apply(tmp_path, extra):
 
 @pytest.mark.parametrize("mode", ["api-key", "tls", "basic"])
 def test_apply_tasks_do_not_print_secrets(mode, tmp_path):
-    extra = {"api-key": {"llmserve_auth_mode": "api-key", "llmserve_api_keys": KEYS},
+    # The TLS Secret is applied before the identities: cert-manager leaves it out, so the identities task is the first to fail.
+    extra = {"api-key": {"llmserve_auth_mode": "api-key", "llmserve_ingress_tls_mode": "cert-manager",
+                         "ingress_cert_manager_issuer": "campus-ca",
+                         "llmserve_api_keys": KEYS[:2] + [{"name": "carol", "key": KEYS[2], "groups": ["staff"]}]},
              "tls": {"llmserve_auth_mode": "none"},
              "basic": {"llmserve_auth_mode": "basic", "llmserve_ingress_tls_mode": "cert-manager",
                        "ingress_cert_manager_issuer": "campus-ca",
                        "llmserve_basic_auth_users": [{"name": "alice", "password": PASSWORD}]}}[mode]
     result = _failing_apply(tmp_path, extra)
     out = result.stdout
-    failed_task = {"api-key": "Apply the vLLM API keys Secret", "tls": "Apply the self-signed TLS Secret",
+    failed_task = {"api-key": "Apply the gateway identities Secret", "tls": "Apply the self-signed TLS Secret",
                    "basic": "Apply the basic-auth Secret"}[mode]
     assert result.returncode != 0
     assert "TASK [llmserve.k3s.ingress : %s]" % failed_task in out, out[-4000:]
@@ -199,3 +205,45 @@ def test_basic_auth_hashes_verify_against_their_passwords(tmp_path):
     lines2 = dict(line.split(":", 1) for line in again.read_text().splitlines())
     assert lines2["alice"] == lines["alice"]
     assert lines2["bob"] != lines["bob"] and bcrypt.checkpw(b"changed-Passw0rd", lines2["bob"].encode())
+
+
+IDENTITIES_PLAY = """- hosts: localhost
+  connection: local
+  gather_facts: false
+  vars_files: [secrets.yml]
+  tasks:
+    # The expression of roles/ingress/tasks/api_keys.yml, written to a file instead of a Secret.
+    - ansible.builtin.copy:
+        dest: "{{ out }}"
+        content: "{{ llmserve_api_keys | llmserve.k3s.gateway_identities(llmserve_basic_auth_users) | to_json(sort_keys=True) }}"
+        mode: "0600"
+      no_log: true
+"""
+
+
+def _vaulted(text, password):
+    body = VaultLib([("default", VaultSecret(password))]).encrypt(text).decode()
+    return "!vault |\n" + "".join("      " + line + "\n" for line in body.splitlines())
+
+
+def test_identities_document_from_vaulted_keys_holds_hashes_only(tmp_path):
+    """Keys and a password from Ansible Vault (one plain key, one named) through the real filter and templating."""
+    (tmp_path / "vault-password").write_text("vault-test-password\n")
+    (tmp_path / "secrets.yml").write_text(
+        "llmserve_api_keys:\n"
+        "  - " + _vaulted(KEYS[0], b"vault-test-password")
+        + "  - name: carol\n    groups: [staff, physics]\n    key: " + _vaulted(KEYS[1], b"vault-test-password").replace("\n      ", "\n        ")
+        + "llmserve_basic_auth_users:\n  - {name: alice, password: " + json.dumps(PASSWORD) + ", groups: [staff]}\n")
+    play = tmp_path / "identities.yml"
+    play.write_text(IDENTITIES_PLAY)
+    out = tmp_path / "identities.json"
+    result = run_playbook(str(play), "inventories/workstation", extra_vars={"out": str(out)},
+                          extra_args=["--vault-password-file", str(tmp_path / "vault-password"), "-vvv"])
+    assert result.returncode == 0, result.stdout[-3000:]
+    text = out.read_text()
+    for secret in KEYS[:2] + [PASSWORD]:
+        assert secret not in text and secret not in result.stdout
+    sha = [hashlib.sha256(k.encode()).hexdigest() for k in KEYS[:2]]
+    assert json.loads(text) == {"keys": [{"name": "key-" + sha[0][:8], "groups": [], "sha256": sha[0]},
+                                         {"name": "carol", "groups": ["staff", "physics"], "sha256": sha[1]}],
+                                "users": {"alice": ["staff"]}}

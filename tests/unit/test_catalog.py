@@ -241,8 +241,58 @@ ERRORS = [
     ([model("m", extra_args=["--max-model-len=4096"])],
      "llmserve_models[0] (m).extra_args: --max-model-len is set by the role. Fix: set the catalog field max_model_len instead"),
     ([model("m", extra_args=["--port", "9000"])], "llmserve_models[0] (m).extra_args: --port is set by the role. Fix: leave it out (the role sets it)"),
+    # vLLM's parser reads '_' as '-' in a flag's name and --flag=value as --flag value: every spelling is refused.
+    ([model("m", extra_args=["--served_model_name", "x"])],
+     "llmserve_models[0] (m).extra_args: --served_model_name (vLLM reads it as --served-model-name) is set by the role. "
+     "Fix: set the catalog field name instead"),
+    ([model("m", extra_args=["--gpu_memory_utilization=0.99"])],
+     "llmserve_models[0] (m).extra_args: --gpu_memory_utilization (vLLM reads it as --gpu-memory-utilization) is set by the role. "
+     "Fix: set the catalog field gpu_memory_utilization instead"),
+    ([model("m", extra_args=["--max_model_len", "999999"])],
+     "llmserve_models[0] (m).extra_args: --max_model_len (vLLM reads it as --max-model-len) is set by the role. "
+     "Fix: set the catalog field max_model_len instead"),
+    ([model("m", extra_args=["--api-key", "weak"])],
+     "llmserve_models[0] (m).extra_args: --api-key is set by the role. Fix: leave it out: vLLM answers only the gateway, with the "
+     "cluster's internal key; client API keys are llmserve_api_keys, checked at the gateway"),
+    ([model("m", extra_args=["--api_key=weak"])], "(m).extra_args: --api_key (vLLM reads it as --api-key) is set by the role"),
+    ([model("m", extra_args=["-tp=2"])], "(m).extra_args: -tp is set by the role. Fix: set the catalog field tensor_parallel_size instead"),
+    ([model("m", extra_args=["--no_enable_prefix_caching"])], "set the catalog field enable_prefix_caching instead"),
+    ([model("m", extra_args=["--model", "org/other"])], "(m).extra_args: --model is set by the role. Fix: set the catalog field model instead"),
+    ([model("m", extra_args=["--config", "/models/flags.yaml"])],
+     "(m).extra_args: --config makes vLLM read more flags from a file, unchecked. Fix: write the flags themselves into extra_args, where they are checked"),
+    # argparse takes abbreviations (vLLM leaves allow_abbrev on) and vLLM 0.32's alias of --gpu-memory-utilization.
+    ([model("m", extra_args=["--gpu-mem", "0.5"])],
+     "(m).extra_args: --gpu-mem (vLLM reads it as --gpu-memory-utilization) is set by the role. "
+     "Fix: set the catalog field gpu_memory_utilization instead"),
+    ([model("m", extra_args=["--api-k=weak"])], "(m).extra_args: --api-k (vLLM reads it as --api-key) is set by the role"),
+    ([model("m", extra_args=["--served_model", "x"])], "(m).extra_args: --served_model (vLLM reads it as --served-model-name)"),
+    ([model("m", extra_args=["--device_memory_utilization=0.5"])],
+     "--device_memory_utilization (vLLM reads it as --device-memory-utilization) is set by the role"),
+    ([model("m", extra_args=["-t", "2"])], "(m).extra_args: -t (vLLM reads it as -tp) is set by the role"),
+    ([model("m", extra_args=["-qawq"])], "(m).extra_args: -qawq (vLLM reads it as -q) is set by the role. "
+     "Fix: set the catalog field quantization instead"),
+    ([model("m", extra_args=["--max-num", "4"])],
+     "(m).extra_args: --max-num (an abbreviation of --max-num-batched-tokens, --max-num-seqs) is set by the role. "
+     "Fix: set the catalog field max_num_batched_tokens instead; or set the catalog field max_num_seqs instead"),
+    ([model("m", extra_env={"VLLM_API_KEY": "weak"})], "llmserve_models[0] (m).extra_env.VLLM_API_KEY: is set by the role. Fix: leave it out"),
     ([model("m", extra_env=["A=1"])], "llmserve_models[0] (m).extra_env: ['A=1'] is not a mapping"),
 ]
+
+
+@pytest.mark.parametrize("arg, flag", [
+    ("--max-model-len", "--max-model-len"), ("--max_model_len", "--max-model-len"), ("--max_model_len=4096", "--max-model-len"),
+    ("--gpu_memory_utilization=0.99", "--gpu-memory-utilization"), ("--compilation_config.cudagraph_mode", "--compilation-config"),
+    ("--hf-overrides={\"a_b\": 1}", "--hf-overrides"), ("-tp=2", "-tp"), ("-tp", "-tp"), ("-O3", "-O3"),
+    ("4096", None), ("-1", None), ("-0.5", None), ("--", None), ("-", None), ("org/model", None),
+])
+def test_vllm_flag_reads_an_argument_as_vllm_does(arg, flag):
+    assert _catalog.vllm_flag(arg) == flag
+
+
+def test_flags_the_role_does_not_set_pass_in_any_spelling():
+    args = ["--trust_remote_code", "--enforce-eager", "--max-loras=2", "--compilation-config.cudagraph_mode", "FULL",
+            "--max-cpu-loras", "-1", "--served-model-name-suffix-is-not-a-flag-we-set"]
+    assert plan([model("m", extra_args=args, extra_env={"VLLM_LOGGING_LEVEL": "DEBUG"})])["errors"] == []
 
 
 @pytest.mark.parametrize("catalog, message", ERRORS, ids=[case[1][:60] for case in ERRORS])

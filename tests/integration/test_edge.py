@@ -57,7 +57,17 @@ def nothing_arrives(serving):
 
 
 def raw_request(serving, method, target, body=b"", headers=None):
-    """One HTTPS request with the target exactly as given."""
+    """One HTTPS request with the target exactly as given; a 429 of the limits is waited out and sent again (the
+    attack tables send more than one identity's burst, and what is under test is the answer behind the limits)."""
+    for dummy in range(10):
+        status, answer, raw = _raw_request(serving, method, target, body, headers)
+        if status != 429:
+            break
+        time.sleep(float(answer.get("Retry-After", "1")))
+    return status, answer, raw
+
+
+def _raw_request(serving, method, target, body=b"", headers=None):
     conn = serving.client.connection(timeout=30)
     try:
         conn.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
@@ -89,12 +99,14 @@ ATTACKS = [p + t for p in PREFIXES for t in TRAVERSALS] + [
 def test_traversals_and_backend_endpoints_are_refused_before_any_backend(serving, method):
     body = json.dumps({"model": "tiny-a", "prompt": "hi", "max_tokens": 1,
                        "messages": [{"role": "user", "content": "hi"}]}).encode()
-    answers = {}
+    answers, passed = {}, {}
     with nothing_arrives(serving):
         for target in ATTACKS:
             status, headers, raw = raw_request(serving, method, target, body)
             answers[target] = status
-            assert status in (400, 404, 405), (target, status, raw[:300])
+            if status not in (400, 404, 405):
+                passed[target] = (status, raw[:200])
+    assert not passed, passed
     print(f"\n{method}: {len(answers)} attack paths: " + ", ".join(f"{s} x{list(answers.values()).count(s)}"
                                                              for s in sorted(set(answers.values()))))
 

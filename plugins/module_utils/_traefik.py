@@ -11,6 +11,8 @@ not know, which on k3s is a crash loop of the only ingress.
 
 settings (role variables the ingress role passes; every key optional, DEFAULTS below):
   version                     ingress_traefik_version: the Traefik the pinned k3s bundles (flags are gated on it)
+  chart_version               ingress_traefik_chart_version: the Traefik chart k3s packages (spec.chart of the HelmChart
+                              kube-system/traefik, e.g. traefik-40.1.4+up40.1.0.tgz); value names follow it
   http_redirect               ingress_http_redirect: web (80) answers a permanent redirect to https
   trusted_ips                 ingress_trusted_ips: proxies in front of Traefik whose X-Forwarded-For it trusts
   alias_headers_strategy      ingress_alias_headers_strategy: delete | reject | keep
@@ -29,6 +31,8 @@ ENTRY_POINTS = ("web", "websecure")
 
 DEFAULTS = {
     "version": "3.7.8",
+    # k3s 1.35.7 and 1.36.3 package traefik-40.1.4+up40.1.0 (upstream chart 40.1.0) with their own image tag.
+    "chart_version": "40.1.4+up40.1.0",
     "http_redirect": True,
     "trusted_ips": [],
     "alias_headers_strategy": "delete",
@@ -38,6 +42,7 @@ DEFAULTS = {
 }
 VARIABLES = {
     "version": "ingress_traefik_version",
+    "chart_version": "ingress_traefik_chart_version",
     "http_redirect": "ingress_http_redirect",
     "trusted_ips": "ingress_trusted_ips",
     "alias_headers_strategy": "ingress_alias_headers_strategy",
@@ -100,7 +105,19 @@ def _settings(settings):
         if isinstance(value, str) or not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
             raise ValueError("%s=%r: give a list of addresses or CIDRs" % (VARIABLES[key], value))
     out["version"] = parse_version(out["version"])
+    out["chart_major"] = chart_major(out["chart_version"])
     return out
+
+
+def chart_major(chart_version):
+    """The upstream chart's major version of k3s' package name: 40 for 40.1.4+up40.1.0 (the +upX.Y.Z part wins)."""
+    text = str(chart_version or "").strip()
+    upstream = text.split("+up", 1)[1] if "+up" in text else text.lstrip("v")
+    head = upstream.split(".", 1)[0]
+    if not head.isdigit():
+        raise ValueError("%s=%r is not a chart version: give the one in the HelmChart kube-system/traefik, e.g. "
+                         "40.1.4+up40.1.0" % (VARIABLES["chart_version"], chart_version))
+    return int(head)
 
 
 def _both(option, value):
@@ -150,8 +167,13 @@ def traefik_values(settings=None):
     s = _settings(settings)
     values = {
         "additionalArguments": traefik_arguments(settings),
-        "logs": {"access": {"enabled": True}},
         "service": {"spec": {"externalTrafficPolicy": s["external_traffic_policy"]}},
         "deployment": {"kind": s["kind"]},
     }
+    # The chart validates values against its schema, which refuses unknown top-level keys: chart 41 renamed
+    # logs.access to accessLog (upstream "fix(logs)!: align syntax with upstream"), and each refuses the other's.
+    if s["chart_major"] >= 41:
+        values["accessLog"] = {"enabled": True}
+    else:
+        values["logs"] = {"access": {"enabled": True}}
     return values

@@ -81,6 +81,19 @@ def test_values_preserve_the_client_address_on_every_node():
     assert values["deployment"] == {"kind": "DaemonSet"}
 
 
+@pytest.mark.parametrize("chart,key,value", [
+    ("40.1.4+up40.1.0", "logs", {"access": {"enabled": True}}),    # k3s 1.35/1.36: upstream chart 40.1.0
+    ("41.4.2+up41.4.0", "accessLog", {"enabled": True}),            # k3s 1.37: upstream 41 renamed the key
+    ("v41.3.0", "accessLog", {"enabled": True}),
+])
+def test_access_logs_in_the_chart_versions_own_words(chart, key, value):
+    """Each chart's values.schema.json refuses the other's key (checked with jsonschema against upstream 40.1.0 and
+    41.3.0), and Helm validates values against it: the wrong one would fail k3s' install job."""
+    values = _traefik.traefik_values({"chart_version": chart})
+    assert values[key] == value
+    assert not {"logs", "accessLog"} - {key} & set(values)
+
+
 def test_values_follow_the_settings():
     values = _traefik.traefik_values({"external_traffic_policy": "Cluster", "kind": "Deployment"})
     assert values["service"]["spec"]["externalTrafficPolicy"] == "Cluster"
@@ -96,6 +109,7 @@ def test_values_follow_the_settings():
     ({"trusted_ips": "10.0.0.0/8"}, "ingress_trusted_ips"),
     ({"proxy_protocol_trusted_ips": [""]}, "ingress_traefik_proxy_protocol_trusted_ips"),
     ({"max_answer_s": 900}, "unknown Traefik settings max_answer_s"),
+    ({"chart_version": "latest"}, "ingress_traefik_chart_version"),
 ])
 def test_bad_settings_name_the_variable(settings, variable):
     with pytest.raises(ValueError, match=variable):

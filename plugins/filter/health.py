@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.llmserve.k3s.plugins.module_utils import _catalog, _diagnose
+from ansible_collections.llmserve.k3s.plugins.module_utils import _catalog, _diagnose, _health
 
 ENDPOINTS = ("service", "ingress", "shared")
 DEFAULT_ENDPOINTS = ("service", "ingress")
@@ -84,6 +84,29 @@ def health_failures(results):
             for r in results or [] if not r.get("ready")]
 
 
+def client_address_findings(results, nodes=None, internal_networks=None, own_addresses=None):
+    """One finding per cluster-internal client address Traefik recorded in the checks (vllm_health results):
+    [{level: warning | note, address, msg, endpoints: ['model (endpoint)', ...]}]; see _health.client_address_finding.
+
+    nodes: Node objects (k8s_info resources), whose status.addresses are the nodes' own; internal_networks: the pod
+    and service CIDRs (k3s' defaults when not given); own_addresses: this machine's (ansible_all_ipv4_addresses ...).
+    """
+    node_addresses = [a.get("address") for node in nodes or [] for a in (node.get("status") or {}).get("addresses") or []
+                      if a.get("type") in ("InternalIP", "ExternalIP")]
+    networks = _health.K3S_INTERNAL_NETWORKS if internal_networks is None else internal_networks
+    findings = {}
+    for result in results or []:
+        try:
+            finding = _health.client_address_finding(result.get("client_address"), node_addresses, networks, own_addresses)
+        except ValueError as exc:
+            raise AnsibleFilterError("llmserve_health_internal_networks: %s" % exc)
+        if finding:
+            item = result.get("item") or {}
+            entry = findings.setdefault(finding["address"], dict(finding, endpoints=[]))
+            entry["endpoints"].append("%s (%s)" % (item.get("model", "?"), item.get("endpoint", "?")))
+    return list(findings.values())
+
+
 def llmserve_diagnose(gathered, plan_models, hf_token_secret="hf-token", predownload=False):
     """_diagnose.diagnose over what status.yml gathered: {nodes, pods, pvcs, events, secrets, logs}."""
     gathered = gathered or {}
@@ -123,4 +146,5 @@ def status_report(diagnosis):
 class FilterModule:
     def filters(self):
         return {"health_targets": health_targets, "health_table": health_table, "health_failures": health_failures,
-                "diagnose": llmserve_diagnose, "status_report": status_report}
+                "diagnose": llmserve_diagnose, "status_report": status_report,
+                "client_address_findings": client_address_findings}

@@ -11,7 +11,7 @@ import yaml
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.llmserve.k3s.plugins.module_utils import _apply, _catalog, _gateway, _plan
+from ansible_collections.llmserve.k3s.plugins.module_utils import _apply, _catalog, _gateway, _plan, _traefik
 
 
 def plan(models, nodes, defaults, classes, settings=None, measured=None):
@@ -92,6 +92,22 @@ def prune_list(listed, bundle, scope, prune_protected=False):
     return _apply.prune_list(live, bundle, scope, prune_protected)
 
 
+def traefik_arguments(settings=None):
+    """The bundled Traefik's static flags (HelmChartConfig additionalArguments); see _traefik.traefik_arguments."""
+    try:
+        return _traefik.traefik_arguments(settings)
+    except ValueError as exc:
+        raise AnsibleFilterError(str(exc)) from exc
+
+
+def traefik_values(settings=None):
+    """The bundled Traefik's HelmChartConfig valuesContent (a dict); see _traefik.traefik_values."""
+    try:
+        return _traefik.traefik_values(settings)
+    except ValueError as exc:
+        raise AnsibleFilterError(str(exc)) from exc
+
+
 def prunable_kinds(dummy=None):
     return [{"api_version": a, "kind": k, "namespaced": n} for a, k, n in _apply.KINDS]
 
@@ -101,4 +117,5 @@ class FilterModule:
         return {"plan": plan, "vllm_args": vllm_args, "k8s_name": _catalog.k8s_name, "gpu_nodes": gpu_nodes,
                 "measured_weights": measured_weights, "enabled_models": _plan.enabled_entries,
                 "bundle_objects": bundle_objects, "apply_steps": apply_steps, "prune_list": prune_list,
-                "run_scope": _apply.run_scope, "prunable_kinds": prunable_kinds, "frontdoor_backend": frontdoor_backend}
+                "run_scope": _apply.run_scope, "prunable_kinds": prunable_kinds, "frontdoor_backend": frontdoor_backend,
+                "traefik_arguments": traefik_arguments, "traefik_values": traefik_values}

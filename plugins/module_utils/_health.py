@@ -13,6 +13,7 @@ Through an ingress that routes only /v1 (e.g. https://llm.example/models/x), /he
 
 from __future__ import absolute_import, division, print_function
 
+import ipaddress
 import json
 import socket
 import ssl
@@ -34,6 +35,13 @@ METRIC_NAMES = {
     "kv_cache_usage_perc": ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"),
 }
 PROBE_PROMPT = "ping"
+# The front door answers GET /v1/models with the client address Traefik recorded (its X-Real-Ip).
+CLIENT_ADDRESS_HEADER = "x-llmserve-client-address"
+# k3s' default --cluster-cidr (pods, ServiceLB's svclb pods included) and --service-cidr.
+K3S_INTERNAL_NETWORKS = ("10.42.0.0/16", "10.43.0.0/16")
+CLIENT_ADDRESS_FIX = ("set ingress_traefik_external_traffic_policy: Local (the default; Traefik's Service then keeps "
+                      "the client's address and a Traefik runs on every node, ingress_traefik_kind: DaemonSet) and "
+                      "re-run site.yml --tags ingress; see docs/ingress.md, \"Client addresses on k3s\"")
 
 
 class Response:
@@ -293,8 +301,9 @@ def _headers(base_headers, api_key):
 
 def check_once(fetch, url, model=None, api_key=None, headers=None, completion_probe=True, check_metrics=True,
                request_timeout=10.0):
-    """One full check; dict with status, msg, models, latency_ms, metrics, kv_cache, notes."""
-    result = {"status": None, "msg": "", "models": [], "latency_ms": {}, "metrics": {}, "kv_cache": {}, "notes": []}
+    """One full check; dict with status, msg, models, latency_ms, metrics, kv_cache, notes, client_address."""
+    result = {"status": None, "msg": "", "models": [], "latency_ms": {}, "metrics": {}, "kv_cache": {}, "notes": [],
+              "client_address": None}
     plain = _headers(headers, None)
     keyed = _headers(headers, api_key)
 
@@ -330,6 +339,7 @@ def check_once(fetch, url, model=None, api_key=None, headers=None, completion_pr
     if resp.status is None:
         return finish(*_transport_verdict(models_url, resp))
     result["latency_ms"]["models"] = resp.elapsed_ms
+    result["client_address"] = resp.headers.get(CLIENT_ADDRESS_HEADER) or None
     if resp.status in (401, 403):
         status, msg = _http_verdict(models_url, resp, "models")
         return finish(status, msg + (" (none was given)" if not api_key else " (the one given was refused)"))
@@ -419,6 +429,46 @@ def wait_ready(fetch, url, model=None, api_key=None, headers=None, completion_pr
     result["waited_s"] = round(clock() - started, 1)
     result["checks"] = checks
     return result
+
+
+def _address(text):
+    try:
+        return ipaddress.ip_address(str(text).strip().strip("[]"))
+    except ValueError:
+        return None
+
+
+def client_address_finding(recorded, node_addresses=(), internal_networks=K3S_INTERNAL_NETWORKS, own_addresses=()):
+    """What the client address Traefik recorded says about the ingress: None when it is not cluster-internal.
+
+    recorded: the front door's X-Llmserve-Client-Address (Traefik's X-Real-Ip) in the answer to this check.
+    node_addresses: the cluster nodes' addresses (ServiceLB's svclb pods and kube-proxy rewrite a client to the
+    node's or a pod's address); internal_networks: the pod and service CIDRs; own_addresses: this machine's.
+    Returns {level: warning | note, address, msg}. A check run on a cluster node is inconclusive (note): kube-proxy
+    masquerades a node's traffic to its own LoadBalancer address whatever the Service's traffic policy.
+    """
+    address = _address(recorded) if recorded else None
+    if address is None:
+        return None
+    own = set(a for a in (_address(x) for x in own_addresses or ()) if a is not None)
+    if address in own:
+        return None  # Traefik saw this very machine: the address reached it unchanged
+    nodes = set(a for a in (_address(x) for x in node_addresses or ()) if a is not None)
+    networks = [ipaddress.ip_network(n, strict=False) for n in internal_networks or ()]
+    inside = [str(n) for n in networks if address.version == n.version and address in n]
+    if not inside and address not in nodes:
+        return None
+    where = ("a cluster node's address" if address in nodes else "in the cluster's network %s" % inside[0])
+    if own & nodes:
+        return {"level": "note", "address": str(address),
+                "msg": "Traefik recorded the client address %s (%s), but this check ran on a cluster node, whose "
+                       "requests to its own ingress address kube-proxy always rewrites: run the health check from a "
+                       "machine outside the cluster to see what clients get" % (address, where)}
+    return {"level": "warning", "address": str(address),
+            "msg": "Traefik recorded the client address %s (%s), not this machine's: ServiceLB and kube-proxy rewrite "
+                   "the source of every request, so every client shares one address (one rate-limit budget, IP allow "
+                   "lists cannot work, client affinity sends everyone to one replica). Fix: %s"
+                   % (address, where, CLIENT_ADDRESS_FIX)}
 
 
 def validate_args(timeout, interval, headers):

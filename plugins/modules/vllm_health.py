@@ -190,6 +190,13 @@ url:
   description: The base URL checked (normalized).
   returned: always
   type: str
+client_address:
+  description:
+    - The client address Traefik recorded for the C(/v1/models) request, from the front door's
+      C(X-Llmserve-Client-Address) answer header (the ingress and shared endpoints); null when the answer had none.
+  returned: always
+  type: str
+  sample: 203.0.113.7
 """
 
 from ansible.module_utils.basic import AnsibleModule

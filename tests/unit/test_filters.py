@@ -46,7 +46,7 @@ def test_vllm_args_needs_a_planned_model():
 def test_filters_are_registered():
     assert set(llmserve.FilterModule().filters()) == {"plan", "vllm_args", "k8s_name", "gpu_nodes", "measured_weights", "enabled_models",
                                                       "bundle_objects", "apply_steps", "prune_list", "run_scope", "prunable_kinds",
-                                                      "frontdoor_backend"}
+                                                      "frontdoor_backend", "traefik_arguments", "traefik_values"}
 
 
 def test_the_plan_sends_multi_replica_models_to_their_router():
@@ -73,3 +73,20 @@ def test_the_plan_sends_multi_replica_models_to_their_router():
         "rr": {"url": "http://vllm-rr-router:8000", "client_affinity": False, "fallback_url": "http://vllm-rr:8000"}}
     assert (served["sticky"]["router_policy"], served["rr"]["router_policy"], served["two.x"]["router_policy"]) == \
         ("consistent_hash", "round_robin", "cache_aware")
+
+
+def test_client_address_findings_one_per_address_with_its_endpoints():
+    from ansible_collections.llmserve.k3s.plugins.filter import health
+
+    def result(model, endpoint, address):
+        return {"item": {"model": model, "endpoint": endpoint}, "client_address": address}
+
+    nodes = [{"status": {"addresses": [{"type": "InternalIP", "address": "192.168.1.20"},
+                                        {"type": "Hostname", "address": "gpu-1"}]}}]
+    results = [result("a", "service", None), result("a", "ingress", "10.42.0.1"), result("a", "shared", "10.42.0.1"),
+               result("b", "ingress", "192.168.1.20"), result("b", "shared", "192.168.1.50")]
+    findings = health.client_address_findings(results, nodes, None, ["192.168.1.50"])
+    assert [(f["level"], f["address"], f["endpoints"]) for f in findings] == [
+        ("warning", "10.42.0.1", ["a (ingress)", "a (shared)"]), ("warning", "192.168.1.20", ["b (ingress)"])]
+    assert health.client_address_findings(results, nodes, None, ["192.168.1.20"])[0]["level"] == "note"
+    assert health.client_address_findings([result("a", "ingress", "10.42.0.1")], [], [], []) == []

@@ -266,3 +266,56 @@ def test_statuses_are_the_documented_ones():
     documented = vllm_health.RETURN.split("status:", 1)[1].split("last_status:", 1)[0]
     for status in _health.STATUSES:
         assert "V(%s)" % status in documented
+
+
+# --- The client address Traefik recorded (the front door's X-Llmserve-Client-Address on /v1/models). ---
+
+def models_with_client(address):
+    """vLLM's recorded /v1/models answer as the front door passes it on, with the address Traefik recorded."""
+    answer = recorded("vllm_models")
+    answer.headers["x-llmserve-client-address"] = address
+    return answer
+
+
+def test_the_check_returns_the_client_address_traefik_recorded():
+    result, dummy = check(with_(**{"GET /v1/models": models_with_client("203.0.113.7")}), api_key="k")
+    assert result["status"] == "ready" and result["client_address"] == "203.0.113.7"
+    result, dummy = check(HEALTHY, api_key="k")
+    assert result["client_address"] is None  # straight to vLLM: no front door, no header
+
+
+NODES = ["192.168.1.20", "192.168.1.21"]
+LAPTOP = ["192.168.1.50", "127.0.0.1"]
+
+
+@pytest.mark.parametrize("recorded_address,own,level", [
+    ("192.168.1.50", LAPTOP, None),            # externalTrafficPolicy Local: Traefik saw the laptop itself
+    ("203.0.113.7", LAPTOP, None),             # a NAT router between: not the cluster's doing
+    ("10.42.0.1", LAPTOP, "warning"),          # Cluster policy, kube-proxy masquerade to cni0 (k3s' flannel)
+    ("10.42.1.0", LAPTOP, "warning"),          # ... through flannel.1 to a Traefik on another node
+    ("10.42.0.9", LAPTOP, "warning"),          # a svclb pod's address (ServiceLB's hostPort path)
+    ("10.43.0.10", LAPTOP, "warning"),         # the service network
+    ("192.168.1.21", LAPTOP, "warning"),       # a node's own address
+    ("10.42.0.1", ["192.168.1.20"], "note"),   # the check ran on a node: kube-proxy rewrites it whatever the policy
+    ("192.168.1.20", ["192.168.1.20"], None),  # ... and sees its own address: nothing to say
+    ("not-an-address", LAPTOP, None),
+    ("", LAPTOP, None),
+    (None, LAPTOP, None),
+    ("fd00::1", LAPTOP, None),                 # IPv6 client, IPv4 networks
+])
+def test_a_cluster_internal_client_address_is_a_warning_naming_the_fix(recorded_address, own, level):
+    finding = _health.client_address_finding(recorded_address, NODES, _health.K3S_INTERNAL_NETWORKS, own)
+    if level is None:
+        assert finding is None
+        return
+    assert finding["level"] == level and finding["address"] == recorded_address
+    if level == "warning":
+        assert "ingress_traefik_external_traffic_policy: Local" in finding["msg"]
+    else:
+        assert "outside the cluster" in finding["msg"]
+
+
+def test_other_cluster_networks_can_be_given():
+    assert _health.client_address_finding("10.42.0.1", [], ["10.244.0.0/16"], LAPTOP) is None
+    assert _health.client_address_finding("10.244.3.4", [], ["10.244.0.0/16"], LAPTOP)["level"] == "warning"
+    assert _health.client_address_finding("fd00:42::5", [], ["fd00:42::/56"], LAPTOP)["level"] == "warning"

@@ -33,15 +33,23 @@ ACCESS_LINE = re.compile(r'"(GET|POST|PUT|DELETE|PATCH|HEAD|OPTIONS) (\S+) HTTP/
 
 
 def access_lines(serving):
-    """Every request line each vLLM and the router logged, but the front doors' periodic GET /health."""
+    """{log file: [(method, path)]}: every request line each vLLM and the router logged, but GET /health (the front
+    doors' health checks)."""
     logs = [server.log_path for server in serving.vllms.values()] + [serving.router.log_path]
-    lines = []
+    lines = {}
     for path in logs:
         for line in path.read_text(errors="replace").splitlines():
             found = ACCESS_LINE.search(line)
             if found and found.group(2) != "/health":
-                lines.append((path.name, found.group(1), found.group(2)))
+                lines.setdefault(path.name, []).append((found.group(1), found.group(2)))
     return lines
+
+
+def arrivals_since(serving, before):
+    """The request lines each backend logged after `before` (an earlier access_lines)."""
+    time.sleep(1.0)  # vLLM writes its access line when the answer ends
+    after = access_lines(serving)
+    return {log: lines[len(before.get(log, [])):] for log, lines in after.items() if lines[len(before.get(log, [])):]}
 
 
 @contextlib.contextmanager
@@ -50,10 +58,7 @@ def nothing_arrives(serving):
     time.sleep(0.3)
     before = access_lines(serving)
     yield
-    time.sleep(1.0)  # vLLM writes its access line when the answer ends
-    after = access_lines(serving)
-    assert after[:len(before)] == before
-    assert after[len(before):] == [], after[len(before):]
+    assert arrivals_since(serving, before) == {}
 
 
 def raw_request(serving, method, target, body=b"", headers=None):
@@ -84,13 +89,13 @@ def _raw_request(serving, method, target, body=b"", headers=None):
 
 
 TRAVERSALS = ["..%2Finvocations", "..%2finvocations", "%2E%2E%2Finvocations", "%2e%2e/invocations", "..%252Finvocations",
-              "..%5Cinvocations", "..\\invocations", "../invocations", "./completions", "..%2F..%2Ftokenize",
+              "..%5Cinvocations", "..\\invocations", "../invocations", "..%2F..%2Ftokenize",
               "..%2F..%2Fmetrics", "..%2F..%2Fpooling", "..%2F..%2Fadd_worker?url=https://evil.example",
-              "/completions", "completions/", "completions?x=1", "completions%00", "completions;x", "%2e/completions",
+              "completions/", "completions?x=1", "completions%00", "completions;x",
               "COMPLETIONS", "load_lora_adapter", "tokenize", "..%2F..%2Finvocations%3F"]
 PREFIXES = ["/v1/", "/models/tiny-a/v1/", "/models/tiny-multi/v1/", "/ab/v1/"]
 ATTACKS = [p + t for p in PREFIXES for t in TRAVERSALS] + [
-    "//v1/completions", "/v1%2Fcompletions", "/models/tiny-a%2Fv1/completions", "/models/..%2Fv1/completions",
+    "/v1%2Fcompletions", "/models/tiny-a%2Fv1/completions", "/models/..%2Fv1/completions",
     "/models/tiny-multi/add_worker?url=https://evil.example", "/add_worker?url=https://evil.example", "/invocations",
     "/tokenize", "/pooling", "/metrics", "/health", "/score", "/v1/../invocations"]
 
@@ -109,6 +114,23 @@ def test_traversals_and_backend_endpoints_are_refused_before_any_backend(serving
     assert not passed, passed
     print(f"\n{method}: {len(answers)} attack paths: " + ", ".join(f"{s} x{list(answers.values()).count(s)}"
                                                              for s in sorted(set(answers.values()))))
+
+
+# Paths Traefik itself cleans (sanitizePath, RFC 3986 dot segments and doubled slashes) before any router: what
+# arrives is the clean path, an allowed endpoint, and nothing else.
+CLEANED = ["/v1/./completions", "/v1//completions", "/v1/%2e/completions", "//v1/completions",
+           "/models/tiny-a/v1/./completions", "/models/tiny-a/v1//completions", "/models/tiny-a/v1/%2e/completions"]
+
+
+def test_paths_traefik_cleans_arrive_as_the_clean_api_path_only(serving):
+    body = json.dumps({"model": "tiny-a", "prompt": "hi", "max_tokens": 1}).encode()
+    time.sleep(0.3)
+    before = access_lines(serving)
+    for target in CLEANED:
+        status, dummy, raw = raw_request(serving, "POST", target, body)
+        assert status == 200 and json.loads(raw)["model"] == "tiny-a", (target, raw[:200])
+    arrived = arrivals_since(serving, before)
+    assert list(arrived.values()) == [[("POST", "/v1/completions")] * len(CLEANED)], arrived
 
 
 @pytest.mark.parametrize("headers", [{"Authorization": "Bearer not-a-real-key"},

@@ -284,6 +284,15 @@ def test_hf_token_only_on_gated_models(bundle):
             assert env(deployment)["HF_TOKEN_PATH"] == mounts(deployment)["hf-token"]["mountPath"] + "/token"
 
 
+def test_every_model_takes_the_internal_key_from_the_environment_only(bundle):
+    for name in model_names(bundle):
+        ctr = container(model_objects(bundle, name)["Deployment"])
+        keyed = [e for e in ctr["env"] if "API_KEY" in e["name"]]
+        assert keyed == [{"name": "VLLM_API_KEY", "valueFrom": {"secretKeyRef": {"name": "llmserve-internal", "key": "vllm-api-key"}}}]
+        # No key in the process arguments (ps on the node), under any spelling vLLM's parser accepts.
+        assert not [a for a in ctr["args"] if "api-key" in a.replace("_", "-") or "$(" in a], name
+
+
 def test_no_secret_value_in_the_bundle(bundle):
     assert of_kind(bundle, "Secret") == {}
 

@@ -12,6 +12,8 @@ from __future__ import absolute_import, division, print_function
 
 import re
 
+from ansible_collections.llmserve.k3s.plugins.module_utils._plan import INTERNAL_SECRET
+
 __metaclass__ = type
 
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -258,9 +260,13 @@ def _diagnose_pod(find, model, pod, events, log):
         find("error", subject, "the nvidia runtime is missing on the node",
              "install the NVIDIA container toolkit, restart k3s so containerd gets the nvidia runtime, and "
              "apply the RuntimeClass 'nvidia'", messages[-2:])
-    if re.search(r'secret "[^"]+" not found', text):
-        find("error", subject, "a Secret the pod mounts is missing",
-             "set llmserve_hf_token (Vault) or HF_TOKEN and re-run --tags namespace", messages[-2:])
+    missing = re.search(r'secret "([^"]+)" not found', text)
+    if missing:
+        secret = missing.group(1)
+        find("error", subject, "the Secret %s the pod reads is missing" % secret,
+             "re-run site.yml --tags namespace: the apply step creates %s when it is missing" % secret
+             if secret == INTERNAL_SECRET else "set llmserve_hf_token (Vault) or HF_TOKEN and re-run --tags namespace",
+             messages[-2:])
     if "hostPath type check failed" in text or "MountVolume.SetUp failed" in text:
         find("error", subject, "the model cache volume cannot be mounted",
              "create the model cache folder on the node (run the host play: --tags storage)", messages[-2:])

@@ -4,7 +4,7 @@
 """The plan fact (llmserve_plan): the catalog plan plus every name the roles derive from it, made once a run.
 
 Pure logic, stdlib only. Every role, template and filter reads what it needs about the models from here; none
-decides again whether a model is enabled, what its claim or API-key Secret is called, or how many GPUs there are.
+decides again whether a model is enabled, what its claim or Secrets are called, or how many GPUs there are.
 """
 
 from __future__ import annotations
@@ -13,6 +13,11 @@ from ansible_collections.llmserve.k3s.plugins.module_utils import _catalog
 
 GIB = 1024 ** 3
 MANAGED_BY = {"app.kubernetes.io/managed-by": "llmserve.k3s"}
+# One internal key per cluster (keys vllm-api-key, signing-key): created by the apply step when absent, never in the
+# bundle. Every vLLM pod reads vllm-api-key as VLLM_API_KEY, in every auth mode; only the front door holds it too.
+INTERNAL_SECRET = "llmserve-internal"
+# The gateway's identities (hashes of the API keys, names, groups), applied by the ingress role, mounted in the front door.
+IDENTITIES_SECRET = "llmserve-gateway-identities"
 
 # What build_plan takes besides the catalog and the nodes, with the values used when one is missing.
 SETTINGS = {
@@ -21,8 +26,6 @@ SETTINGS = {
     "storage_mode": "hostpath",
     "cache_claim": "llm-models",
     "auth_mode": "api-key",
-    "api_key_secret": "vllm-api-keys",
-    "api_key_count": 1,
     "hf_token_secret": "hf-token",
     "ingress_host": "llm.university.local",
     "default_model": "",
@@ -56,22 +59,10 @@ def measured_weights(nodes, hostvars_sizes):
     return out
 
 
-def _api_keys(settings):
-    """(Secret name, env var names, vLLM args) of the API keys; no Secret outside api-key mode."""
-    if settings["auth_mode"] != "api-key":
-        return "", [], []
-    count = max(int(settings["api_key_count"] or 1), 1)
-    env = ["VLLM_API_KEY"] + ["VLLM_API_KEY_%d" % i for i in range(1, count)]
-    # Several keys: vLLM takes them as --api-key k1 k2 ...; Kubernetes expands $(VAR) from the Secret-backed env.
-    args = ["--api-key"] + ["$(%s)" % var for var in env] if count > 1 else []
-    return settings["api_key_secret"], env, args
-
-
 def _derive(model, settings):
     """Names a role needs for one planned model."""
     name = model["name"]
     local_path = settings["storage_mode"] == "local-path"
-    secret, key_env, key_args = _api_keys(settings)
     model.update(
         selector={"app.kubernetes.io/name": "vllm", "llmserve.io/model": name},
         claim_name=settings["cache_claim"] + ("-" + name.replace(".", "-") if local_path else ""),
@@ -79,9 +70,6 @@ def _derive(model, settings):
         offline=bool(settings["predownload"]),
         needs_token=bool(model.get("gated")) and not settings["predownload"],
         hf_token_secret=settings["hf_token_secret"],
-        api_key_secret=secret,
-        api_key_env=key_env,
-        api_key_args=key_args,
         path="/models/%s/v1" % name,
     )
     return model
@@ -94,7 +82,6 @@ def build_plan(models, nodes, defaults, classes, settings=None, measured=None):
     catalog = [_derive(m, settings) for m in base["models"]]
     enabled = [m for m in catalog if m["enabled"]]
     names = [m["name"] for m in enabled]
-    secret, key_env, dummy = _api_keys(settings)
     return {
         "errors": base["errors"],
         "catalog": catalog,
@@ -109,8 +96,7 @@ def build_plan(models, nodes, defaults, classes, settings=None, measured=None):
         "predownload": bool(settings["predownload"]),
         "storage": {"mode": settings["storage_mode"], "claim": settings["cache_claim"],
                     "claims": sorted({m["claim_name"] for m in enabled} or {settings["cache_claim"]})},
-        "auth": {"mode": settings["auth_mode"], "api_key_secret": secret, "api_key_count": len(key_env),
-                 "internal_secret": "llmserve-internal", "identities_secret": "llmserve-gateway-identities",
+        "auth": {"mode": settings["auth_mode"], "internal_secret": INTERNAL_SECRET, "identities_secret": IDENTITIES_SECRET,
                  "hf_token_secret": settings["hf_token_secret"]},
         "ingress": {"host": settings["ingress_host"], "default_model": settings["default_model"],
                     "paths": dict((m["name"], m["path"]) for m in enabled)},

@@ -264,15 +264,15 @@ class VllmServer:
         raise TimeoutError(f"vLLM not ready by the deadline; log {self.log_path}:\n{self.log_tail()}")
 
     def _accepted_key(self):
-        """One key the server accepts: api_key, VLLM_API_KEY in its environment (as the rendered pods get the
-        cluster's internal key), or the first value after --api-key in the extra arguments."""
-        if self.api_key or self.env.get("VLLM_API_KEY"):
-            return self.api_key or self.env["VLLM_API_KEY"]
+        """One key the server accepts: api_key, the first value after --api-key in the extra arguments, or the
+        VLLM_API_KEY of its environment (which vLLM reads when no --api-key is given)."""
+        if self.api_key:
+            return self.api_key
         if "--api-key" in self.extra_args:
             values = self.extra_args[self.extra_args.index("--api-key") + 1:]
             if values and not values[0].startswith("--"):
                 return values[0]
-        return None
+        return self.env.get("VLLM_API_KEY")
 
     def _first_completion(self, deadline):
         """True when one greedy one-token completion succeeds; False when the engine died doing it."""

@@ -46,7 +46,6 @@ def _files_text(root):
 PREFETCH = {
     "keyed": {"extra_vars": {"llmserve_api_keys": KEYS, "llmserve_hf_token": HF_TOKEN,
                              "llmserve_basic_auth_users": [{"name": "alice", "password": PASSWORD}]}},
-    "one-key": {"extra_vars": {"llmserve_api_keys": KEYS[:1]}, "tags": "models"},
     "auth-none": {"extra_vars": {"llmserve_auth_mode": "none"}, "tags": "models"},
 }
 
@@ -65,31 +64,27 @@ def test_render_and_output_hold_no_secret(keyed):
     assert not [p for p in pathlib.Path(dest).rglob("*") if p.name.startswith("secret-")]
 
 
-def test_models_read_every_key_from_the_secret(keyed):
-    deployments = [o for p, o in keyed[1].items() if o["kind"] == "Deployment" and p.startswith("models/")]
-    assert deployments
-    for dep in deployments:
-        (ctr,) = dep["spec"]["template"]["spec"]["containers"]
-        env = {e["name"]: e for e in ctr["env"]}
-        for i, name in enumerate(["VLLM_API_KEY", "VLLM_API_KEY_1", "VLLM_API_KEY_2"]):
-            assert env[name]["valueFrom"] == {"secretKeyRef": {"name": "vllm-api-keys", "key": "key-%d" % i}}
-        assert "VLLM_API_KEY_3" not in env
-        # vLLM takes several keys as one --api-key list; Kubernetes expands $(VAR) from the env above.
-        args = ctr["args"]
-        assert args[args.index("--api-key"):] == ["--api-key", "$(VLLM_API_KEY)", "$(VLLM_API_KEY_1)", "$(VLLM_API_KEY_2)"]
+def _model_containers(dest):
+    out = []
+    for path in sorted(pathlib.Path(dest, "models").glob("*/deployment-vllm-*.yaml")):
+        if "-router" not in path.name:
+            (ctr,) = yaml.safe_load(path.read_text())["spec"]["template"]["spec"]["containers"]
+            out.append(ctr)
+    return out
+
+
+@pytest.mark.parametrize("label", ["keyed", "auth-none"])
+def test_models_read_only_the_internal_key_in_every_auth_mode(renders, label):
+    """The users' keys stay with the gateway: with three of them or with none, every model reads the one internal key."""
+    dest = renders.bundle(label=label, **PREFETCH[label])[0]
+    containers = _model_containers(dest)
+    assert containers
+    for ctr in containers:
+        keyed = [e for e in ctr["env"] if "API_KEY" in e["name"]]
+        assert keyed == [{"name": "VLLM_API_KEY", "valueFrom": {"secretKeyRef": {"name": "llmserve-internal", "key": "vllm-api-key"}}}]
+        assert not [a for a in ctr["args"] if "api-key" in a.replace("_", "-")]
         # Probes stay on /health, which vLLM serves without a key.
         assert ctr["readinessProbe"]["httpGet"]["path"] == "/health"
-
-
-def test_one_key_uses_the_env_var_alone_and_no_auth_mode_none(renders):
-    one = renders.bundle(label="one-key", **PREFETCH["one-key"])[0]
-    (ctr,) = yaml.safe_load((one / "models/llama-3.1-8b/deployment-vllm-llama-3-1-8b.yaml").read_text())[
-        "spec"]["template"]["spec"]["containers"]
-    assert [e["name"] for e in ctr["env"] if e["name"].startswith("VLLM_API_KEY")] == ["VLLM_API_KEY"]
-    assert "--api-key" not in ctr["args"]
-    none = renders.bundle(label="auth-none", **PREFETCH["auth-none"])[0]
-    text = (none / "models/llama-3.1-8b/deployment-vllm-llama-3-1-8b.yaml").read_text()
-    assert "VLLM_API_KEY" not in text and "--api-key" not in text
 
 
 def _failing_apply(tmp_path, extra):

@@ -284,6 +284,15 @@ def test_hf_token_only_on_gated_models(bundle):
             assert env(deployment)["HF_TOKEN_PATH"] == mounts(deployment)["hf-token"]["mountPath"] + "/token"
 
 
+def test_every_model_takes_the_internal_key_from_the_environment_only(bundle):
+    for name in model_names(bundle):
+        ctr = container(model_objects(bundle, name)["Deployment"])
+        keyed = [e for e in ctr["env"] if "API_KEY" in e["name"]]
+        assert keyed == [{"name": "VLLM_API_KEY", "valueFrom": {"secretKeyRef": {"name": "llmserve-internal", "key": "vllm-api-key"}}}]
+        # No key in the process arguments (ps on the node), under any spelling vLLM's parser accepts.
+        assert not [a for a in ctr["args"] if "api-key" in a.replace("_", "-") or "$(" in a], name
+
+
 def test_no_secret_value_in_the_bundle(bundle):
     assert of_kind(bundle, "Secret") == {}
 
@@ -358,9 +367,26 @@ def test_a_router_only_where_a_model_has_several_replicas(workstation, multinode
         for name in model_names(objects):
             router = model_objects(objects, name, part="router")
             if router:
-                assert sorted(router) == ["Deployment", "Role", "RoleBinding", "Service", "ServiceAccount"], name
+                assert sorted(router) == ["Deployment", "PodDisruptionBudget", "Role", "RoleBinding", "Service", "ServiceAccount"], name
                 found[name] = _router_arg(router["Deployment"], "--policy")
         assert found == expected
+
+
+def test_routers_survive_the_loss_of_one(multinode, renders):
+    """Two routers a model by default, spread over the nodes, one kept through a drain; one router gets no PDB."""
+    router = model_objects(multinode[1], "llama-3.1-8b-multi", part="router")
+    deployment, pdb = router["Deployment"], router["PodDisruptionBudget"]
+    assert deployment["spec"]["replicas"] == 2
+    assert pdb["spec"] == {"minAvailable": 1, "selector": deployment["spec"]["selector"]}
+    (spread,) = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert spread["topologyKey"] == "kubernetes.io/hostname" and spread["whenUnsatisfiable"] == "ScheduleAnyway"
+    assert spread["labelSelector"] == deployment["spec"]["selector"]
+    # The model's own PDB is another object, on the model's pods, not the routers'.
+    assert model_objects(multinode[1], "llama-3.1-8b-multi")["PodDisruptionBudget"]["metadata"]["name"] != pdb["metadata"]["name"]
+    one = renders.bundle("inventories/multinode", extra_vars={"vllm_models_router_replicas": 1}, tags="llama-3.1-8b-multi",
+                         label="one-router")[1]
+    single = model_objects(one, "llama-3.1-8b-multi", part="router")
+    assert single["Deployment"]["spec"]["replicas"] == 1 and "PodDisruptionBudget" not in single
 
 
 def test_router_discovers_exactly_its_models_pods(multinode):

@@ -80,6 +80,16 @@ def test_gated_model_without_token_secret():
     assert "llmserve_hf_token" in fix
 
 
+@pytest.mark.parametrize("secret, fix", [("llmserve-internal", "the apply step creates llmserve-internal"),
+                                         ("hf-token", "llmserve_hf_token")])
+def test_a_missing_secret_is_named_with_its_fix(secret, fix):
+    """The kubelet's event when a container's env or volume names a Secret that does not exist."""
+    waiting = pod(phase="Pending", ready=False, state={"waiting": {"reason": "CreateContainerConfigError"}})
+    events = [event("Pod", waiting["metadata"]["name"], "Failed", 'Error: secret "%s" not found' % secret)]
+    [(subject, problem, found)] = problems(run(pods=[waiting], events=events))
+    assert subject == "pod/" + waiting["metadata"]["name"] and secret in problem and fix in found
+
+
 def test_gated_model_predownloaded_needs_no_token():
     assert run(plan_models=[plan(gated=True)], secrets=[], predownload=True)["findings"] == []
 

@@ -52,15 +52,13 @@ def test_derived_names_hostpath_and_local_path():
     assert _plan_of(storage_mode="local-path")["storage"]["claims"] == ["llm-models-llama-3-1-8b", "llm-models-qwen-small"]
 
 
-def test_api_keys_one_several_and_other_auth_modes():
-    one = _plan_of(api_key_count=1)["models"][0]
-    assert (one["api_key_secret"], one["api_key_env"], one["api_key_args"]) == ("vllm-api-keys", ["VLLM_API_KEY"], [])
-    three = _plan_of(api_key_count=3)
-    assert three["models"][0]["api_key_env"] == ["VLLM_API_KEY", "VLLM_API_KEY_1", "VLLM_API_KEY_2"]
-    assert three["models"][0]["api_key_args"] == ["--api-key", "$(VLLM_API_KEY)", "$(VLLM_API_KEY_1)", "$(VLLM_API_KEY_2)"]
-    assert three["auth"] == {"mode": "api-key", "api_key_secret": "vllm-api-keys", "api_key_count": 3, "hf_token_secret": "hf-token"}
-    basic = _plan_of(auth_mode="basic")
-    assert (basic["models"][0]["api_key_secret"], basic["models"][0]["api_key_env"], basic["auth"]["api_key_count"]) == ("", [], 0)
+def test_one_internal_secret_in_every_auth_mode_and_no_user_key_in_the_plan():
+    for mode in ("api-key", "basic", "forward", "none"):
+        plan = _plan_of(auth_mode=mode)
+        assert plan["auth"] == {"mode": mode, "internal_secret": "llmserve-internal",
+                                "identities_secret": "llmserve-gateway-identities", "hf_token_secret": "hf-token"}
+        # The models no longer carry the users' keys in any form (Secret, env or arguments): only the gateway checks them.
+        assert not [k for m in plan["catalog"] for k in m if k.startswith("api_key")]
 
 
 def test_token_and_offline_follow_predownload():

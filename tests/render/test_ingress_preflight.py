@@ -18,8 +18,15 @@ APPLY = {"llmserve_apply": True, "llmserve_kubeconfig": "/nonexistent/kubeconfig
 AB = {"enabled": True, "path": "/ab", "backends": [{"model": "llama-3.1-8b", "weight": 50}, {"model": "mixtral-8x7b", "weight": 50}]}
 
 CASES = {
-    "rate-average-zero": ({"ingress_rate_limit": {"average": 0, "period": "1s", "burst": 5, "source": "ip"}}, "ingress_rate_limit"),
-    "rate-burst-zero": ({"ingress_rate_limit": {"average": 5, "period": "1s", "burst": 0, "source": "ip"}}, "burst >= 1"),
+    "rate-average-zero": ({"ingress_rate_limit": {"average": 0, "period": "1s", "burst": 5}}, "ingress_rate_limit"),
+    "rate-burst-zero": ({"ingress_rate_limit": {"average": 5, "period": "1s", "burst": 0}}, "burst >= 1"),
+    "rate-source-gone": ({"ingress_rate_limit": {"average": 5, "period": "1s", "burst": 5, "source": "auth-header"}},
+                         "drop source and ip_depth"),
+    "address-rate-period": ({"ingress_address_rate_limit": {"average": 5, "period": "often", "burst": 5}},
+                            "ingress_address_rate_limit is"),
+    "frontdoor-answer-short": ({"ingress_max_answer_s": 30}, "ingress_frontdoor_read_timeout_s (600)"),
+    "frontdoor-small-body-large": ({"ingress_frontdoor_small_body_bytes": 20971520}, "ingress_frontdoor_small_body_bytes"),
+    "frontdoor-slots-zero": ({"ingress_frontdoor_large_body_slots": 0}, "ingress_frontdoor_large_body_slots"),
     "allow-list-range": ({"ingress_ip_allow_list": ["10.0.0.0/8", "10.1.2.300/24"]}, "10.1.2.300/24"),
     "trusted-ip-host-bits": ({"ingress_trusted_ips": ["192.0.2.1/24"]}, "ingress_trusted_ips"),
     "cert-manager-no-issuer": ({"llmserve_ingress_tls_mode": "cert-manager"}, "ingress_cert_manager_issuer"),
@@ -44,7 +51,8 @@ CASES = {
     "default-model-unknown": ({"llmserve_ingress_default_model": "gpt-5"}, "llmserve_ingress_default_model"),
     "accelerator-unknown": ({"llmserve_accelerator": "tpu"}, "llmserve_accelerator"),
     "body-limit-zero": ({"ingress_max_request_body_bytes": 0}, "ingress_max_request_body_bytes"),
-    "frontdoor-ports-clash": ({"ingress_frontdoor_metrics_port": 8080}, "ingress_frontdoor_replicas"),
+    "frontdoor-ports-clash": ({"ingress_frontdoor_metrics_port": 8080}, "three different whole port numbers"),
+    "frontdoor-auth-port-clash": ({"ingress_frontdoor_auth_port": 9090}, "three different whole port numbers"),
     "alias-strategy-unknown": ({"ingress_alias_headers_strategy": "drop"}, "ingress_alias_headers_strategy must be one of"),
     "time-slicing-zero": ({"llmserve_gpu_time_slicing_replicas": 0}, "llmserve_gpu_time_slicing_replicas"),
 }
@@ -61,15 +69,19 @@ def test_bad_input_fails_before_anything_is_written(case, renders):
     out = result.stdout
     assert result.returncode != 0, out[-3000:]
     assert message in out, out[-3000:]
-    assert "FAILED!" in out
+    # A check that failed (for a looped check, one of its items).
+    failed = "FAILED!" if "FAILED!" in out else "failed: [localhost] (item="
+    assert failed in out
     # Nothing was written, nothing applied: the failing check is a preflight task of the first play tasks.
     assert not dest.exists(), sorted(map(str, dest.rglob("*")))
-    assert "Apply" not in out.split("FAILED!")[0].split("TASK [")[-1]
+    assert "Apply" not in out.split(failed)[0].split("TASK [")[-1]
 
 
 def test_valid_settings_pass_the_same_checks(tmp_path):
     """The counterpart: edge values that are valid render (so the checks above do not refuse everything)."""
-    extra = {"ingress_rate_limit": {"average": 1, "period": "1s", "burst": 1, "source": "ip", "ip_depth": 0},
+    extra = {"ingress_rate_limit": {"average": 1, "period": "1s", "burst": 1},
+             "ingress_address_rate_limit": {"average": 1, "period": "1s", "burst": 1, "ip_depth": 0},
+             "ingress_max_answer_s": 600, "ingress_frontdoor_small_body_bytes": 10485760, "ingress_frontdoor_prestop_s": 0,
              "ingress_ip_allow_list": ["10.0.0.0/8", "192.0.2.7", "2001:db8::/32"],
              "llmserve_ingress_host": "a.b-c.example",
              "ingress_ab_test": dict(AB, backends=[{"model": "llama-3.1-8b", "weight": 50}, {"model": "qwen-small", "weight": 50}]),

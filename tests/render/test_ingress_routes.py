@@ -34,7 +34,8 @@ def basic_ab(renders):
         "llmserve_auth_mode": "basic",
         "ingress_ip_allow_list": ["10.0.0.0/8", "192.0.2.7", "2001:db8::/32"],
         "ingress_trusted_ips": ["192.0.2.0/24"],
-        "ingress_rate_limit": {"average": 5, "period": "1m", "burst": 10, "source": "auth-header", "ip_depth": 1},
+        "ingress_rate_limit": {"average": 5, "period": "1m", "burst": 10},
+        "ingress_address_rate_limit": {"average": 50, "period": "1s", "burst": 100, "ip_depth": 1},
         "ingress_rate_limit_redis": {"endpoints": ["redis.traefik.svc:6379"], "secret": "redis-auth", "db": 2},
         "ingress_ab_test": {"enabled": True, "path": "/ab", "backends": [
             {"model": "llama-3.1-8b", "weight": 90}, {"model": "mixtral-8x7b", "weight": 10}]},
@@ -48,7 +49,8 @@ def forward_cookie(renders):
     return renders.bundle("inventories/multinode", label="forward", extra_vars={
         "llmserve_auth_mode": "forward",
         "ingress_forward_auth": {"address": "http://oauth2-proxy.auth.svc:4180/oauth2/auth", "trust_forward_header": True,
-                                 "response_headers": ["X-Auth-Request-User"]},
+                                 "response_headers": ["X-Auth-Request-User", "X-Auth-Request-Groups"],
+                                 "user_header": "X-Auth-Request-User", "groups_header": "X-Auth-Request-Groups"},
         "ingress_in_flight": {"enabled": False, "amount": 1},
         "ingress_max_request_body_bytes": 65536,
         "ingress_alias_headers_strategy": "reject", "ingress_traefik_version": "3.7.13",
@@ -93,44 +95,55 @@ def _door_config(bundle):
 
 
 def _door_path(path, config):
-    """The path the front door forwards (it strips /models/<name> and the A/B prefix); None when it refuses."""
-    if path.startswith("/models/"):
-        name, dummy, rest = path[len("/models/"):].partition("/")
-        return "/" + rest if name in config["models"] and rest.startswith("v1/") else None
-    for prefix in config["ab_tests"]:
-        if path.startswith(prefix + "/v1/"):
-            return path[len(prefix):]
-    return path if path.startswith("/v1/") else None
+    """The path the gateway forwards (its own allow list, run on the rendered config); None when it refuses."""
+    spec = importlib.util.spec_from_file_location("llmserve_frontdoor", SCRIPT)
+    door = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(door)
+    match = door.API_PATH.match(path)
+    if not match or match.group("endpoint") not in door.ENDPOINTS or any(s in ("", ".", "..") for s in path.split("/")[1:]):
+        return None
+    if match.group("model") and match.group("model") not in config["models"]:
+        return None
+    if match.group("prefix") and match.group("prefix") not in config["ab_tests"]:
+        return None
+    return "/v1/" + match.group("endpoint")
 
 
 @pytest.mark.parametrize("name", ALL)
 def test_one_router_carries_every_model_path_with_the_limits(name, request):
-    """Traefik builds one RateLimit / InFlightReq per router: one router for every path keeps the limits per client."""
+    """Traefik builds one RateLimit / InFlightReq per router: one router for every path keeps the limits per client.
+    Order: error pages, allow list, the address limit before anyone is known, Traefik's own auth (basic, forward),
+    the gateway's ForwardAuth, then the limits per identity on the header the gateway sets."""
     bundle = request.getfixturevalue(name)
     route = _route_obj(bundle)
     mws = _middlewares(bundle)
     mode = {"basic_ab": "basic", "forward_cookie": "forward"}.get(name, "api-key")
     (only,) = route["spec"]["routes"]
-    paths = ["/v1/chat/completions", "/v1/models"] + ["/models/%s/v1/completions" % m for m in _door_config(bundle)["models"]]
+    paths = ["/v1/chat/completions", "/v1/models", "/v1/tokenize"] + [
+        "/models/%s/v1/completions" % m for m in _door_config(bundle)["models"]] + ["/models/nope/v1/x"]
     if name == "basic_ab":
         paths.append("/ab/v1/chat/completions")
     for path in paths:
-        # No header in the match: a request without a key reaches the front door, which answers 401.
+        # No header in the match: a request without a key reaches the gateway, which answers in OpenAI's format.
         assert matches(only["match"], {"host": HOST, "path": path, "headers": {}}), (only["match"], path)
     assert only["services"] == [{"name": "llmserve-frontdoor", "port": 8080}]
     names = [m["name"] for m in only["middlewares"]]
-    assert "rateLimit" in mws[names[names.index("llm-rate-limit")]]
-    if mode == "api-key":
-        assert _door_config(bundle)["require_bearer"] is True
-        assert not any(n.startswith("llm-auth-") for n in names)
-    else:
-        assert _door_config(bundle)["require_bearer"] is False
-        auth = "llm-auth-" + mode
-        assert auth in names and names.index(auth) > names.index("llm-rate-limit")
-        assert ("basicAuth" if mode == "basic" else "forwardAuth") in mws[auth]
-    if name == "basic_ab":
-        assert names[0] == "llm-ip-allow-list"
-    assert ("llm-in-flight" in names) == (name != "forward_cookie")
+    expected = ["llm-errors"] + (["llm-ip-allow-list"] if name == "basic_ab" else []) + ["llm-rate-limit-address"]
+    expected += ["llm-auth-" + mode] if mode != "api-key" else []
+    expected += ["llm-gateway-auth", "llm-rate-limit"] + (["llm-in-flight"] if name != "forward_cookie" else [])
+    assert names == expected
+    assert _door_config(bundle)["auth_mode"] == mode
+    if mode != "api-key":
+        assert ("basicAuth" if mode == "basic" else "forwardAuth") in mws["llm-auth-" + mode]
+    gateway = mws["llm-gateway-auth"]["forwardAuth"]
+    assert gateway["address"] == "http://llmserve-frontdoor.llm-serving.svc.cluster.local:8081/auth"
+    assert gateway["authResponseHeadersRegex"] == "^X-Llmserve-" and gateway["trustForwardHeader"] is False
+    assert "Authorization" in gateway["authRequestHeaders"]
+    assert mws["llm-rate-limit"]["rateLimit"]["sourceCriterion"] == {"requestHeaderName": "X-Llmserve-User"}
+    assert "ipStrategy" in mws["llm-rate-limit-address"]["rateLimit"]["sourceCriterion"]
+    errors = mws["llm-errors"]["errors"]
+    assert errors == {"status": ["429", "502-504"], "service": {"name": "llmserve-frontdoor", "port": 8081},
+                      "query": "/error/{status}"}
     for n in names:
         assert n in mws, "route references missing middleware " + n
     # Nothing buffers answers (streaming): no Buffering middleware and no StripPrefix (the front door strips).
@@ -172,7 +185,8 @@ def test_front_door_serves_every_enabled_model_through_its_router_or_service(wor
     assert "llama-3.1-8b-multi" not in _door_config(workstation)["models"]
     assert "llama-3.1-8b-multi" not in _route_obj(workstation)["spec"]["routes"][0]["match"]
     assert _door_config(multinode)["models"]["llama-3.1-8b-multi"] == {
-        "url": "http://vllm-llama-3-1-8b-multi-router:8000", "client_affinity": False}
+        "url": "http://vllm-llama-3-1-8b-multi-router:8000", "client_affinity": False,
+        "fallback_url": "http://vllm-llama-3-1-8b-multi:8000"}
 
 
 def test_default_model_and_tls(workstation, basic_ab):
@@ -192,9 +206,11 @@ def test_ab_test_is_a_weighted_choice_of_the_front_door(basic_ab):
 def test_limits_and_allow_list_carry_the_configured_values(basic_ab, forward_cookie):
     mws = _middlewares(basic_ab)
     assert mws["llm-rate-limit"]["rateLimit"] == {
-        "average": 5, "period": "1m", "burst": 10, "sourceCriterion": {"requestHeaderName": "Authorization"},
+        "average": 5, "period": "1m", "burst": 10, "sourceCriterion": {"requestHeaderName": "X-Llmserve-User"},
         "redis": {"endpoints": ["redis.traefik.svc:6379"], "db": 2, "secret": "redis-auth"}}
-    assert mws["llm-in-flight"]["inFlightReq"] == {"amount": 8, "sourceCriterion": {"requestHeaderName": "Authorization"}}
+    assert mws["llm-rate-limit-address"]["rateLimit"] == {
+        "average": 50, "period": "1s", "burst": 100, "sourceCriterion": {"ipStrategy": {"depth": 1}}}
+    assert mws["llm-in-flight"]["inFlightReq"] == {"amount": 8, "sourceCriterion": {"requestHeaderName": "X-Llmserve-User"}}
     assert _door_config(basic_ab)["max_request_body_bytes"] == 10485760
     assert _door_config(forward_cookie)["max_request_body_bytes"] == 65536
     assert mws["llm-ip-allow-list"]["ipAllowList"] == {"sourceRange": ["10.0.0.0/8", "192.0.2.7", "2001:db8::/32"],
@@ -227,26 +243,49 @@ def test_front_door_runs_the_shipped_script_with_a_config_it_accepts(workstation
     spec.loader.exec_module(door)
     (tmp_path / "config.json").write_text(cm["data"]["config.json"], encoding="utf-8")
     config = door.load_config(tmp_path / "config.json")
-    assert config["listen"]["port"] == 8080 and config["admin"]["port"] == 9090
+    assert (config["listen"]["port"], config["auth"]["port"], config["admin"]["port"]) == (8080, 8081, 9090)
+    assert config["identities_file"] == "/etc/llmserve-gateway/identities.json"
     (deployment,) = _objects(workstation, "Deployment")
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert container["image"] == "docker.io/vllm/vllm-openai:v0.32.0"
     assert container["command"] == ["python3", "/etc/llmserve-frontdoor/llmserve_frontdoor.py", "/etc/llmserve-frontdoor/config.json"]
-    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"http": 8080, "metrics": 9090}
-    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
-    assert pod["volumes"] == [{"name": "config", "configMap": {"name": "llmserve-frontdoor"}}]
-    assert container["volumeMounts"][0]["mountPath"] == "/etc/llmserve-frontdoor"
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"http": 8080, "auth": 8081, "metrics": 9090}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert pod["volumes"] == [{"name": "config", "configMap": {"name": "llmserve-frontdoor"}},
+                              {"name": "identities", "secret": {"secretName": "llmserve-gateway-identities", "optional": True}}]
+    assert [m["mountPath"] for m in container["volumeMounts"]] == ["/etc/llmserve-frontdoor", "/etc/llmserve-gateway"]
+    # Secrets reach it through the environment from the internal Secret, never the config, arguments or bundle.
+    assert {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e} == {
+        "LLMSERVE_INTERNAL_KEY": {"name": "llmserve-internal", "key": "vllm-api-key"},
+        "LLMSERVE_SIGNING_KEY": {"name": "llmserve-internal", "key": "signing-key"}}
+    # Rollouts: the pause, a grace period covering the longest answer, a pod ready before an old one stops.
+    assert container["lifecycle"]["preStop"] == {"sleep": {"seconds": 10}}
+    assert pod["terminationGracePeriodSeconds"] >= 10 + config["drain_s"]
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    (pdb,) = _objects(workstation, "PodDisruptionBudget")
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    # The memory limit is the one _gateway computes from the body limits the config carries.
+    from ansible_collections.llmserve.k3s.plugins.module_utils import _gateway
+    assert container["resources"]["limits"]["memory"] == "%dMi" % _gateway.frontdoor_memory_mib(
+        config["max_request_body_bytes"], config["large_body_slots"], config["small_body_bytes"], config["max_in_flight"])
     # The pods the Service and the route reach are these.
     (service,) = _objects(workstation, "Service")
     assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
-    assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == {"http": 8080, "metrics": 9090}
+    assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == {"http": 8080, "auth": 8081, "metrics": 9090}
 
 
 def test_forward_auth_and_cert_manager(forward_cookie):
     fwd = _middlewares(forward_cookie)["llm-auth-forward"]["forwardAuth"]
     assert fwd == {"address": "http://oauth2-proxy.auth.svc:4180/oauth2/auth", "trustForwardHeader": True,
-                   "authResponseHeaders": ["X-Auth-Request-User"]}
+                   "authResponseHeaders": ["X-Auth-Request-User", "X-Auth-Request-Groups"]}
+    # The gateway reads the proxy's user and groups headers: Traefik passes them to its ForwardAuth.
+    gateway = _middlewares(forward_cookie)["llm-gateway-auth"]["forwardAuth"]
+    assert {"X-Auth-Request-User", "X-Auth-Request-Groups"} <= set(gateway["authRequestHeaders"])
+    config = _door_config(forward_cookie)
+    assert (config["user_header"], config["groups_header"]) == ("X-Auth-Request-User", "X-Auth-Request-Groups")
     (cert,) = _objects(forward_cookie, "Certificate")
     assert cert["spec"] == {"secretName": "llm-ingress-tls", "dnsNames": [HOST],
                             "issuerRef": {"name": "campus-ca", "kind": "ClusterIssuer"}}

@@ -135,7 +135,9 @@ def test_in_flight_counts_per_identity_across_paths(limited):
         finally:
             conn.close()
 
-    mine = key(0)
+    # Identities whose rate budget (burst 6) the tests before left full: 4 requests pass it, the in-flight limit counts.
+    time.sleep(3)
+    mine = key(2)
     jobs = [("/v1/completions", mine, "127.0.0.34"), ("/models/tiny-b/v1/completions", mine, "127.0.0.34"),
             ("/v1/completions", mine, "127.0.0.34"), ("/models/tiny-b/v1/completions", mine, "127.0.0.34"),
             ("/v1/completions", key(1), "127.0.0.34")]

@@ -14,7 +14,6 @@ import os
 import pathlib
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -32,21 +31,26 @@ SOAK_STREAMS, SOAK_CONCURRENCY = 500, 16
 
 
 @pytest.fixture()
-def named_host(serving, monkeypatch):
-    """llm.university.local resolves to the test's Traefik in this process (its port stays in the URL)."""
-    real = socket.getaddrinfo
-
-    def lookup(host, port, *args, **kwargs):
-        return real("127.0.0.1" if host == HOST else host, port, *args, **kwargs)
-    monkeypatch.setattr(socket, "getaddrinfo", lookup)
-    return f"https://{HOST}:{serving.traefik.websecure_port}/v1"
+def named_host(serving):
+    """The test's Traefik by address; the host name goes in the Host header and the TLS server name (no DNS here)."""
+    return f"https://127.0.0.1:{serving.traefik.websecure_port}/v1"
 
 
 def client(serving, base_url, key, cls=None, **kwargs):
+    """An SDK client whose requests carry the ingress host as TLS server name (checked against the CA) and Host."""
     import ssl
     context = ssl.create_default_context(cafile=str(serving.pki / "ca.crt"))
-    transport = (httpx.AsyncClient if cls is openai.AsyncOpenAI else httpx.Client)(verify=context, timeout=120)
-    return (cls or openai.OpenAI)(base_url=base_url, api_key=key, http_client=transport, **kwargs)
+
+    def server_name(request):
+        request.extensions["sni_hostname"] = HOST
+
+    async def async_server_name(request):
+        server_name(request)
+    asynchronous = cls is openai.AsyncOpenAI
+    transport = (httpx.AsyncClient if asynchronous else httpx.Client)(
+        verify=context, timeout=120, event_hooks={"request": [async_server_name if asynchronous else server_name]})
+    return (cls or openai.OpenAI)(base_url=base_url, api_key=key, http_client=transport, default_headers={"Host": HOST},
+                                  **kwargs)
 
 
 def test_a_soak_of_streams_through_the_whole_path_cuts_none(serving, named_host):

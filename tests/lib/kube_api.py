@@ -24,6 +24,8 @@ import threading
 import urllib.parse
 import uuid
 
+from kube_standin import send_json, send_status
+
 # (group/version path prefix, plural) -> (kind, namespaced)
 RESOURCES = {
     ("api/v1", "namespaces"): ("Namespace", False),
@@ -134,16 +136,10 @@ class KubeApi:
                 pass
 
             def _send(self, status, body):
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, status, body)
 
             def _status(self, code, reason, message):
-                self._send(code, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                                  "message": message, "reason": reason, "code": code})
+                send_status(self, code, reason, message)
 
             def _body(self):
                 length = int(self.headers.get("Content-Length") or 0)

@@ -80,6 +80,12 @@ def send_json(handler, status, body):
     handler.wfile.write(data)
 
 
+def send_status(handler, code, reason, message):
+    """Answer with a Kubernetes API Status object (an error, as the API server words it)."""
+    send_json(handler, code, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                              "message": message, "reason": reason, "code": code})
+
+
 class KubeStandin:
     """Serves objects read-only in the Kubernetes API shape on 127.0.0.1 (or another loopback address)."""
 
@@ -161,8 +167,7 @@ class KubeStandin:
                 send_json(self, status, body)
 
             def _status(self, code, reason, message):
-                self._send_json(code, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                                       "message": message, "reason": reason, "code": code})
+                send_status(self, code, reason, message)
 
             def do_GET(self):  # noqa: N802 (http.server's naming)
                 parsed = urllib.parse.urlsplit(self.path)

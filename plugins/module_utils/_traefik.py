@@ -63,7 +63,7 @@ ENCODED_CHARACTERS = ("Slash", "BackSlash", "NullCharacter", "Semicolon", "Perce
 
 def parse_version(version):
     """(major, minor, patch) of '3.7.8' or 'v3.7.8' (a pre-release suffix is ignored); ValueError naming the variable."""
-    text = str(version or "").strip().lstrip("v").split("-")[0].split("+")[0]
+    text = str(version or "").strip().lstrip("v").split("-", 1)[0].split("+", 1)[0]
     parts = text.split(".")
     if len(parts) != 3 or not all(p.isdigit() for p in parts):
         raise ValueError("%s=%r is not a Traefik version: give the one the pinned k3s bundles, e.g. 3.7.8"

@@ -13,19 +13,16 @@ tests evaluate them).
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
-import http.client
 import json
 import re
-import threading
 import time
 import urllib.request
 
 import pytest
 
-from frontdoor import INTERNAL_KEY, SIGNING_KEY
-from traefik_stack import ADDRESSES, SERVING_KEY, SERVING_KEYS, SERVING_MODELS
+from frontdoor import INTERNAL_KEY
+from traefik_stack import SERVING_KEY, SERVING_KEYS, SERVING_MODELS
 
 MODELS = [m["name"] for m in SERVING_MODELS]
 SECOND_KEY = SERVING_KEYS[1]["key"]
@@ -112,8 +109,8 @@ def test_traversals_and_backend_endpoints_are_refused_before_any_backend(serving
             if status not in (400, 404, 405):
                 passed[target] = (status, raw[:200])
     assert not passed, passed
-    print(f"\n{method}: {len(answers)} attack paths: " + ", ".join(f"{s} x{list(answers.values()).count(s)}"
-                                                             for s in sorted(set(answers.values()))))
+    counts = ", ".join(f"{s} x{list(answers.values()).count(s)}" for s in sorted(set(answers.values())))
+    print(f"\n{method}: {len(answers)} attack paths: {counts}")
 
 
 # Paths Traefik itself cleans (sanitizePath, RFC 3986 dot segments and doubled slashes) before any router: what

@@ -12,7 +12,6 @@ import concurrent.futures
 import contextlib
 import http.client
 import json
-import os
 import threading
 import time
 import urllib.request

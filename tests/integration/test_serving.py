@@ -28,6 +28,8 @@ from traefik_stack import BASIC_USER, HOST, SERVING_KEY, SERVING_MODELS, Serving
 
 MODELS = [m["name"] for m in SERVING_MODELS]
 KEY = {"Authorization": "Bearer " + SERVING_KEY}
+# What the gateway sends to vLLM (the only key vLLM accepts): the direct path of the comparisons uses it too.
+INTERNAL = {"Authorization": "Bearer " + INTERNAL_KEY}
 
 
 def completion(stack, model, prompt="The quick brown fox", path="/v1/completions", max_tokens=4, source_ip=None,
@@ -149,7 +151,8 @@ def _interleaved_streams(serving, rounds, max_tokens):
         return chat
     try:
         for dummy in range(rounds):
-            direct.append(_stream_times(plain_stream(server.url + "/v1/chat/completions", body(), {"Authorization": "Bearer " + INTERNAL_KEY}, conn=direct_conn)))
+            direct.append(_stream_times(plain_stream(server.url + "/v1/chat/completions", body(), INTERNAL,
+                                                     conn=direct_conn)))
             ingress.append(_stream_times(serving.client.stream("/v1/chat/completions", body(), conn=ingress_conn)))
     finally:
         direct_conn.close()

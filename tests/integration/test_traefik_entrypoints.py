@@ -48,7 +48,8 @@ CLEANED = [("//v1/models", "/v1/models"), ("/v1/./models", "/v1/models"), ("/v1/
 
 def binary_version():
     """The version the Traefik binary under test reports (traefik version)."""
-    out = subprocess.run([str(traefik_binary()), "version"], capture_output=True, text=True, timeout=30).stdout
+    out = subprocess.run([str(traefik_binary()), "version"], capture_output=True, text=True, timeout=30,
+                         check=True).stdout
     return next(line.split()[-1] for line in out.splitlines() if line.startswith("Version:"))
 
 

@@ -81,8 +81,8 @@ def test_client_address_findings_one_per_address_with_its_endpoints():
     def result(model, endpoint, address):
         return {"item": {"model": model, "endpoint": endpoint}, "client_address": address}
 
-    nodes = [{"status": {"addresses": [{"type": "InternalIP", "address": "192.168.1.20"},
-                                        {"type": "Hostname", "address": "gpu-1"}]}}]
+    addresses = [{"type": "InternalIP", "address": "192.168.1.20"}, {"type": "Hostname", "address": "gpu-1"}]
+    nodes = [{"status": {"addresses": addresses}}]
     results = [result("a", "service", None), result("a", "ingress", "10.42.0.1"), result("a", "shared", "10.42.0.1"),
                result("b", "ingress", "192.168.1.20"), result("b", "shared", "192.168.1.50")]
     findings = health.client_address_findings(results, nodes, None, ["192.168.1.50"])

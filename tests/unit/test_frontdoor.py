@@ -605,13 +605,13 @@ def test_the_large_body_scanner_finds_what_json_finds():
     rng = random.Random(7)
     checked = 0
     for dummy in range(3000):
-        doc = random_json(rng, 1) if rng.random() < 0.2 else {**{k: random_json(rng, 1) for k in ("a", "b")},
-                                                                 "model": random_json(rng, 2)}
+        fields = {k: random_json(rng, 1) for k in ("a", "b")}
+        doc = random_json(rng, 1) if rng.random() < 0.2 else dict(fields, model=random_json(rng, 2))
         raw = json.dumps(doc, ensure_ascii=rng.random() < 0.5, indent=rng.choice([None, 1])).encode()
         expected = doc.get("model") if isinstance(doc, dict) else ValueError
         if isinstance(doc, dict) and expected is not None and not isinstance(expected, str):
             expected = ValueError
-        scan = script.top_level_model(raw)
+        scan, got = script.top_level_model(raw), None
         try:
             while True:
                 next(scan)

@@ -65,8 +65,11 @@ def test_the_header_strategy_option_follows_the_release(version, option):
     assert strategy == ([option + "=reject"] if option else [])
 
 
-@pytest.mark.parametrize("version,encoded,sanitize", [("3.3.0", False, False), ("3.4.0", False, True),
-                                                       ("3.6.2", False, True), ("3.6.3", True, True), ("3.7.0", True, True)])
+RELEASES = [("3.3.0", False, False), ("3.4.0", False, True), ("3.6.2", False, True), ("3.6.3", True, True),
+            ("3.7.0", True, True)]
+
+
+@pytest.mark.parametrize("version,encoded,sanitize", RELEASES)
 def test_older_releases_get_only_what_they_know(version, encoded, sanitize):
     args = _traefik.traefik_arguments({"version": version})
     assert any("encodedCharacters" in a for a in args) is encoded

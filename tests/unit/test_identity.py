@@ -57,9 +57,9 @@ def test_gateway_document_holds_hashes_only():
     keys = [{"name": "alice", "key": ALICE, "groups": ["staff"]}, PLAIN]
     users = [{"name": "carol", "password": PASSWORD, "groups": ["physics"]}]
     document = _identity.gateway_identities(keys, users)
-    keys = [{"name": "alice", "groups": ["staff"], "sha256": sha(ALICE)},
-            {"name": "key-" + sha(PLAIN)[:8], "groups": [], "sha256": sha(PLAIN)}]
-    assert document == {"keys": keys, "users": {"carol": ["physics"]}}
+    hashed = [{"name": "alice", "groups": ["staff"], "sha256": sha(ALICE)},
+              {"name": "key-" + sha(PLAIN)[:8], "groups": [], "sha256": sha(PLAIN)}]
+    assert document == {"keys": hashed, "users": {"carol": ["physics"]}}
     text = json.dumps(document)
     for secret in (ALICE, PLAIN, PASSWORD):
         assert secret not in text

@@ -189,3 +189,19 @@ def test_every_refusal_is_in_openai_format(serving):
 def test_a_client_address_reaches_the_gateway_for_health_yml(serving):
     response = serving.client.request("GET", "/v1/models", source_ip="127.0.0.61")
     assert response.status == 200 and response.headers["X-Llmserve-Client-Address"] == "127.0.0.61", response.headers
+
+
+def test_in_basic_mode_too_nothing_but_the_api_reaches_a_backend(serving_basic):
+    """The same attack table through BasicAuth then the gateway (stand-in backends record every request)."""
+    import base64
+
+    from traefik_stack import BASIC_USER
+    user = base64.b64encode(f"{BASIC_USER['name']}:{BASIC_USER['password']}".encode()).decode()
+    before = {name: list(echo.seen) for name, echo in serving_basic.echoes.items()}
+    body = json.dumps({"model": "tiny-a", "prompt": "hi"}).encode()
+    for target in ATTACKS:
+        status, dummy, raw = raw_request(serving_basic, "POST", target, body, {"Authorization": "Basic " + user})
+        assert status in (400, 404, 405), (target, status, raw[:200])
+    assert {name: list(echo.seen) for name, echo in serving_basic.echoes.items()} == before
+    status, dummy, raw = raw_request(serving_basic, "POST", "/v1/completions", body, {"Authorization": "Basic " + user})
+    assert status == 200 and serving_basic.echoes["tiny-a"].seen[-1] == ("POST", "/v1/completions"), raw[:200]

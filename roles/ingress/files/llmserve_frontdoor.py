@@ -38,12 +38,13 @@ import random
 import re
 import secrets
 import signal
+import ssl
 import sys
 import time
+import urllib.parse
 
-from aiohttp import ClientSession, ClientTimeout, TCPConnector, client_exceptions, web
+from aiohttp import web
 from multidict import CIMultiDict
-from yarl import URL
 
 LOG = logging.getLogger("llmserve-frontdoor")
 # Headers of one hop (RFC 9110 7.6.1) and the ones aiohttp writes itself.
@@ -183,6 +184,227 @@ def top_level_model(body):
             yield
 
 
+# -- backends: a lean HTTP/1.1 client --------------------------------------------------------------------------------
+# aiohttp's client costs about 80 us of CPU a request (cookies, tracing, timers per read, a payload object, a task per
+# body); the backends are our own (vLLM, vllm-router): plain HTTP/1.1 with keep-alive is all they need.
+# Idle connections are reused for this long, below vLLM's own keep-alive (uvicorn's 5 s), so that a request is never
+# sent on a connection the backend is closing; older ones are closed.
+KEEPALIVE_S = 4.0
+HEAD_LIMIT = 65536
+NO_BODY = (204, 304)
+
+
+class BackendError(Exception):
+    """The backend failed. `unsent`: before the request went out (refused, timed out connecting): another URL may take
+    it."""
+
+    def __init__(self, message, unsent=False):
+        super().__init__(message)
+        self.unsent = unsent
+
+
+class _Reader(asyncio.StreamReader):
+    """A StreamReader that notes when data last arrived (the read timeout's watchdog reads it)."""
+
+    last = 0.0
+
+    def feed_data(self, data):
+        self.last = time.monotonic()
+        super().feed_data(data)
+
+
+class Origin:
+    """One backend base URL: where to connect, what to send as Host, and its idle keep-alive connections."""
+
+    def __init__(self, base):
+        parts = urllib.parse.urlsplit(base)
+        self.host, self.tls = parts.hostname, parts.scheme == "https"
+        self.port = parts.port or (443 if self.tls else 80)
+        self.authority = ("[%s]" % self.host if ":" in self.host else self.host) + (":%d" % parts.port if parts.port else "")
+        self.prefix = parts.path.rstrip("/")
+        self.ssl = ssl.create_default_context() if self.tls else None
+        self.idle = []  # (connection, since)
+
+    async def connect(self, timeout):
+        """(reader, writer, reused): an idle connection that is still good, or a new one (BackendError(unsent))."""
+        now = time.monotonic()
+        while self.idle:
+            (reader, writer), since = self.idle.pop()
+            if now - since < KEEPALIVE_S and not reader.at_eof() and not writer.is_closing():
+                return reader, writer, True
+            writer.transport.abort()
+        loop = asyncio.get_running_loop()
+        reader = _Reader(limit=HEAD_LIMIT, loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        try:
+            transport, dummy = await asyncio.wait_for(loop.create_connection(
+                lambda: protocol, self.host, self.port, ssl=self.ssl), timeout)
+        except (OSError, asyncio.TimeoutError) as exc:
+            raise BackendError("cannot connect to %s:%s: %s" % (self.host, self.port, exc or "timed out"), unsent=True) from None
+        return reader, asyncio.StreamWriter(transport, protocol, reader, loop), False
+
+    def sweep(self):
+        """Close the idle connections that are too old to be used or that the backend closed."""
+        now, kept = time.monotonic(), []
+        for (reader, writer), since in self.idle:
+            if now - since < KEEPALIVE_S and not reader.at_eof() and not writer.is_closing():
+                kept.append(((reader, writer), since))
+            else:
+                writer.transport.abort()
+        self.idle = kept
+
+
+class Answer:
+    """A backend's answer: status, reason, headers (as sent, in order), content_length (None for chunked or until the
+    connection closes), then the body through read() or piece() until b""; finish() gives the connection back for the
+    next request when the answer was read to its end, or closes it."""
+
+    def __init__(self, origin, reader, writer, read_timeout):
+        self.origin, self.reader, self.writer = origin, reader, writer
+        self.status, self.reason, self.headers = 0, "", []
+        self.content_length, self.chunked, self.keep_alive = None, False, True
+        self.left, self.done, self.timed_out = 0, False, False
+        self.read_timeout = read_timeout
+        reader.last = time.monotonic()
+        self.watchdog = asyncio.get_running_loop().call_later(read_timeout, self._check)
+
+    def _check(self):
+        """No data from the backend for read_timeout seconds: abort (the reads then fail); else look again later."""
+        idle = time.monotonic() - self.reader.last
+        if idle >= self.read_timeout:
+            self.timed_out = True
+            self.writer.transport.abort()
+        else:
+            self.watchdog = asyncio.get_running_loop().call_later(self.read_timeout - idle, self._check)
+
+    def _failed(self, exc):
+        if self.timed_out:
+            return BackendError("no data from the backend for %ss" % self.read_timeout)
+        return BackendError("the backend closed the connection or sent a malformed answer (%s)" % (exc.__class__.__name__,))
+
+    async def start(self, method):
+        try:
+            while True:
+                head = await self.reader.readuntil(b"\r\n\r\n")
+                lines = head[:-4].decode("utf-8", "surrogateescape").split("\r\n")
+                version, status, self.reason = (lines[0].split(" ", 2) + [""])[:3]
+                self.status = int(status)
+                if not version.startswith("HTTP/1.") or not 100 <= self.status <= 599:
+                    raise ValueError("not an HTTP/1 status line")
+                if self.status >= 200:
+                    break  # 1xx (100 Continue) are interim: the answer follows
+            length, connection = None, ""
+            for line in lines[1:]:
+                key, dummy, value = line.partition(":")
+                key, value = key.strip(), value.strip()
+                self.headers.append((key, value))
+                lower = key.lower()
+                if lower == "content-length":
+                    length = int(value)
+                elif lower == "transfer-encoding":
+                    self.chunked = value.lower().endswith("chunked")
+                elif lower == "connection":
+                    connection = value.lower()
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
+            raise self._failed(exc) from None
+        self.keep_alive = version == "HTTP/1.1" and "close" not in connection
+        if method == "HEAD" or self.status in NO_BODY:
+            self.content_length, self.done = 0, True
+        elif self.chunked:
+            self.left = -1  # before the first chunk's size line
+        elif length is not None:
+            self.content_length = self.left = length
+            self.done = length == 0
+        else:
+            self.keep_alive = False  # the body ends when the connection closes
+
+    async def piece(self):
+        """The next piece of the body as it arrives (b"" at its end)."""
+        if self.done:
+            return b""
+        self.reader.last = time.monotonic()
+        try:
+            if self.chunked:
+                if self.left <= 0:
+                    if self.left == 0 and await self.reader.readexactly(2) != b"\r\n":
+                        raise ValueError("a chunk does not end with CRLF")
+                    size = int((await self.reader.readuntil(b"\r\n")).split(b";", 1)[0], 16)
+                    if size == 0:
+                        while await self.reader.readuntil(b"\r\n") != b"\r\n":
+                            pass  # trailers
+                        self.done = True
+                        return b""
+                    self.left = size
+                data = await self.reader.read(min(self.left, HEAD_LIMIT))
+                if not data:
+                    raise ValueError("the body ended early")
+                self.left -= len(data)
+                return data
+            data = await self.reader.read(HEAD_LIMIT if self.content_length is None else min(self.left, HEAD_LIMIT))
+            if self.content_length is None:
+                self.done = not data
+                return data
+            if not data:
+                raise ValueError("the body ended early")
+            self.left -= len(data)
+            self.done = self.left == 0
+            return data
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
+            raise self._failed(exc) from None
+
+    async def read(self):
+        """The whole body."""
+        if self.content_length is not None and not self.done:
+            try:
+                data = await self.reader.readexactly(self.left)
+            except (OSError, asyncio.IncompleteReadError) as exc:
+                raise self._failed(exc) from None
+            self.left, self.done = 0, True
+            return data
+        pieces = []
+        while True:
+            data = await self.piece()
+            if not data:
+                return b"".join(pieces)
+            pieces.append(data)
+
+    def finish(self):
+        self.watchdog.cancel()
+        if self.done and self.keep_alive and not self.writer.is_closing():
+            self.origin.idle.append(((self.reader, self.writer), time.monotonic()))
+        else:
+            self.writer.transport.abort()  # an answer not read to its end: the backend sees the client leave
+
+
+async def send(origin, method, path, headers, body, connect_timeout, read_timeout):
+    """Send one request to a backend and read the head of its answer: an Answer (finish() it), or BackendError."""
+    reader, writer, reused = await origin.connect(connect_timeout)
+    lines = ["%s %s%s HTTP/1.1\r\nHost: %s\r\n" % (method, origin.prefix, path, origin.authority)]
+    lines += ["%s: %s\r\n" % item for item in headers.items()]
+    if body or method not in ("GET", "HEAD"):
+        lines.append("Content-Length: %d\r\n" % len(body))
+    head = ("".join(lines) + "\r\n").encode("utf-8", "surrogateescape")
+    if head.count(b"\n") != len(lines) + 2 or head.count(b"\r") != len(lines) + 2:
+        writer.transport.abort()
+        raise ValueError("a header holds a line break")
+    answer = Answer(origin, reader, writer, read_timeout)
+    try:
+        if len(body) < HEAD_LIMIT:
+            writer.write(head + body)
+        else:
+            writer.write(head)
+            writer.write(body)
+        await writer.drain()
+        await answer.start(method)
+    except BaseException as exc:
+        answer.done = False
+        answer.finish()
+        if isinstance(exc, (OSError, asyncio.IncompleteReadError)):
+            raise BackendError("%s %s" % ("a kept-alive connection failed:" if reused else "sending failed:", exc)) from None
+        raise
+    return answer
+
+
 class Metrics:
     """Counters and gauges in Prometheus text format (no client library needed in the image)."""
 
@@ -250,24 +472,39 @@ class FrontDoor:
         self.large_slots = asyncio.Semaphore(int(config["large_body_slots"]))
         self.in_flight_total = 0
         self.draining = False
-        self.session = None
+        # Each backend base URL (a model's, its fallback) and its kept-alive connections.
+        self.origins = {url: Origin(url) for backend in self.models.values()
+                        for url in (backend["url"], backend.get("fallback_url")) if url}
+        # (method, raw target) -> route, for the targets that passed the allow list (a bounded set: models x endpoints).
+        self.routes = {}
 
     # -- plumbing ---------------------------------------------------------------------------------------------
     async def lifetime(self, _app=None):
-        """aiohttp cleanup context: the backend session and the health loop live as long as the app."""
-        timeout = ClientTimeout(total=None, sock_connect=self.config["connect_timeout_s"], sock_read=self.config["read_timeout_s"])
-        # auto_decompress off: compressed answers pass through as they came.
-        self.session = ClientSession(timeout=timeout, auto_decompress=False, connector=TCPConnector(limit=0),
-                                     skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"))
-
+        """aiohttp cleanup context: the health loop (and the sweep of idle backend connections) lives as long as the
+        app."""
         async def loop():
             while True:
                 await self.check_health()
+                for origin in self.origins.values():
+                    origin.sweep()
                 await asyncio.sleep(self.config["health_interval_s"])
         task = asyncio.create_task(loop())
         yield
         task.cancel()
-        await self.session.close()
+        for origin in self.origins.values():
+            origin.sweep()
+            for (dummy, writer), dummy in origin.idle:
+                writer.transport.abort()
+            origin.idle = []
+
+    async def fetch(self, base, path, headers):
+        """(status, body) of a GET to a backend; BackendError when it fails."""
+        answer = await send(self.origins[base], "GET", path, headers, b"", self.config["connect_timeout_s"],
+                               self.config["read_timeout_s"])
+        try:
+            return answer.status, await answer.read()
+        finally:
+            answer.finish()
 
     def known(self):
         return sorted(self.names)
@@ -275,15 +512,15 @@ class FrontDoor:
     async def check_health(self):
         async def one(model, backend):
             try:
-                async with self.session.get(backend["url"] + self.config["health_path"], timeout=ClientTimeout(total=5)) as resp:
-                    self.metrics.up[model] = int(resp.status == 200)
-            except (client_exceptions.ClientError, asyncio.TimeoutError):
+                status, dummy = await asyncio.wait_for(self.fetch(backend["url"], self.config["health_path"], {}), 5)
+                self.metrics.up[model] = int(status == 200)
+            except (BackendError, asyncio.TimeoutError):
                 self.metrics.up[model] = 0
         await asyncio.gather(*(one(m, b) for m, b in self.models.items()))
 
     # -- identity ---------------------------------------------------------------------------------------------
     def sign(self, user, groups):
-        return hmac.new(self.signing_key, ("%s\n%s" % (user, groups)).encode(), hashlib.sha256).hexdigest()
+        return hmac.digest(self.signing_key, ("%s\n%s" % (user, groups)).encode(), "sha256").hex()
 
     def identify(self, headers, peer):
         """(user, groups) of a request as Traefik hands it to /auth, or None: who is calling, by the auth mode."""
@@ -355,6 +592,9 @@ class FrontDoor:
     def route(self, request):
         """(model or None, prefix kind, path to send) of an allow-listed request, or raise Refused."""
         target = request.raw_path
+        known = self.routes.get((request.method, target))
+        if known is not None:
+            return known
         if "?" in target or "#" in target:
             raise Refused(error(400, "Query strings are not part of this API: send parameters in the JSON body.",
                                 code="invalid_path"), "invalid_path")
@@ -377,7 +617,8 @@ class FrontDoor:
                                 code="model_not_found"), "model_not_found")
         if prefix is not None and prefix not in self.config["ab_tests"]:
             raise Refused(error(404, "Unknown API path %s." % target, code="not_found"), "not_found")
-        return name, prefix, "/v1/" + endpoint
+        self.routes[request.method, target] = found = name, prefix, "/v1/" + endpoint
+        return found
 
     async def read_body(self, request):
         """The raw body within the limits: small ones at once, large ones in one of the large-body slots."""
@@ -397,6 +638,8 @@ class FrontDoor:
                 chunks.append(chunk)
                 self.metrics.buffered += len(chunk)
             return b"".join(chunks)
+        if request.content.is_eof():
+            return await read()  # the whole body came with the head: nothing to wait for (and no timer to set)
         try:
             return await asyncio.wait_for(read(), self.config["body_timeout_s"])
         except asyncio.TimeoutError:
@@ -494,8 +737,7 @@ class FrontDoor:
         return self.names[wanted]
 
     def forward_headers(self, request, identity, name=None):
-        headers = {k: v for k, v in request.headers.items()
-                   if k.lower() not in HOP and k.lower() != "authorization" and not identity_like(k)}
+        headers = {k: v for k, v in request.headers.items() if forwarded(k)}
         peer = request.remote or ""
         prior = request.headers.get("X-Forwarded-For")
         headers["X-Forwarded-For"] = prior + ", " + peer if prior else peer
@@ -515,23 +757,22 @@ class FrontDoor:
             urls = [backend["url"]] + ([backend["fallback_url"]] if backend.get("fallback_url") else [])
             for attempt, base in enumerate(urls):
                 try:
-                    upstream_cm = self.session.request(request.method, URL(base + path, encoded=True), headers=headers,
-                                                       data=body or None)
-                    upstream = await upstream_cm.__aenter__()
+                    upstream = await send(self.origins[base], request.method, path, headers, body,
+                                             self.config["connect_timeout_s"], self.config["read_timeout_s"])
                     break
-                except client_exceptions.ClientConnectorError as exc:
-                    # Nothing was answered: the next URL (the model's own Service behind its router) may take it.
-                    LOG.warning("model %s: backend %s failed before answering: %s", name, base, exc)
-                    if attempt == len(urls) - 1:
+                except BackendError as exc:
+                    if not exc.unsent or attempt == len(urls) - 1:
                         raise
+                    # Nothing was sent: the next URL (the model's own Service behind its router) may take it.
+                    LOG.warning("model %s: backend %s failed before answering: %s", name, base, exc)
             if slot is not None:
                 slot.release()  # the body is sent: its slot is free for the next large body
                 slot = None
             try:
                 return await self.relay(request, upstream, name)
             finally:
-                await upstream_cm.__aexit__(None, None, None)
-        except (client_exceptions.ClientError, asyncio.TimeoutError) as exc:
+                upstream.finish()
+        except BackendError as exc:
             LOG.warning("model %s: backend failed: %s", name, exc)
             return error(502, "The backend of model `%s` is not reachable." % name, kind="server_error", code="backend_unavailable")
         finally:
@@ -540,12 +781,13 @@ class FrontDoor:
             self.metrics.in_flight[name] -= 1
 
     async def relay(self, request, upstream, name):
-        headers = [(k, v) for k, v in upstream.headers.items() if k.lower() not in HOP]
+        headers = [(k, v) for k, v in upstream.headers if k.lower() not in HOP]
         if upstream.content_length is not None and upstream.content_length <= self.config["max_request_body_bytes"]:
             # A whole answer of known length (not a stream): read it, then send status, headers and body at once.
             raw = await upstream.read()
-            return web.Response(status=upstream.status, reason=upstream.reason, body=raw, headers=CIMultiDict(headers))
-        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+            return web.Response(status=upstream.status, reason=upstream.reason or None, body=raw,
+                                headers=CIMultiDict(headers))
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason or None)
         for key, value in headers:
             response.headers.add(key, value)
         if upstream.content_length is not None:
@@ -553,14 +795,17 @@ class FrontDoor:
         await response.prepare(request)
         # Each chunk is written as it arrives (SSE: one event at a time), never collected.
         try:
-            async for chunk in upstream.content.iter_any():
+            while True:
+                chunk = await upstream.piece()
+                if not chunk:
+                    break
                 await response.write(chunk)
         except ConnectionResetError:
-            # The client left before the answer ended; leaving the upstream context closes the backend connection,
-            # and vLLM aborts the request.
+            # The client left before the answer ended; finish() closes the backend connection, and vLLM aborts the
+            # request.
             LOG.info("model %s: the client closed the connection before the answer ended", name)
             raise ClientGone(response, 499) from None
-        except (client_exceptions.ClientError, asyncio.TimeoutError) as exc:
+        except BackendError as exc:
             # The backend broke off an answer already begun: cutting the client's connection is the only way left to
             # say so (an OpenAI client then reports an incomplete answer rather than a short one).
             LOG.warning("model %s: the backend broke off the answer: %s", name, exc)
@@ -579,9 +824,8 @@ class FrontDoor:
 
         async def one(backend):
             try:
-                async with self.session.get(backend["url"] + "/v1/models", headers=headers) as resp:
-                    return resp.status, await resp.read()
-            except (client_exceptions.ClientError, asyncio.TimeoutError) as exc:
+                return await self.fetch(backend["url"], "/v1/models", headers)
+            except BackendError as exc:
                 return None, str(exc).encode()
         answers = await asyncio.gather(*(one(b) for b in self.models.values()))
         data, seen = [], set()
@@ -622,6 +866,21 @@ class ClientGone(Exception):
 def identity_like(name):
     """A header naming an identity (or aliasing one with '_' or '.'): never taken from a client, never forwarded."""
     return re.sub(r"[_.]", "-", name.lower()).startswith(IDENTITY)
+
+
+_FORWARDED = {}
+
+
+def forwarded(name):
+    """Whether a client's header goes on to the backend (not of one hop, not the key, not an identity); remembered for
+    the first names seen (clients send the same few), worked out each time for the others."""
+    kept = _FORWARDED.get(name)
+    if kept is None:
+        lower = name.lower()
+        kept = lower not in HOP and lower != "authorization" and not identity_like(name)
+        if len(_FORWARDED) < 1024:
+            _FORWARDED[name] = kept
+    return kept
 
 
 def apps(config, environ=os.environ):

@@ -256,14 +256,18 @@ class Origin:
 
 class Answer:
     """A backend's answer: status, reason, headers (as sent, in order), content_length (None for chunked or until the
-    connection closes), then the body through read() or piece() until b""; finish() gives the connection back for the
+    connection closes), then the body through read() or piece() until done; finish() gives the connection back for the
     next request when the answer was read to its end, or closes it."""
+
+    # Where a chunked body's decoder is, when it is not inside a chunk's data (left > 0: bytes of data to come).
+    SIZE, CRLF, TRAILERS = -1, -2, -3
 
     def __init__(self, origin, reader, writer, read_timeout):
         self.origin, self.reader, self.writer = origin, reader, writer
         self.status, self.reason, self.headers = 0, "", []
         self.content_length, self.chunked, self.keep_alive = None, False, True
         self.left, self.done, self.timed_out = 0, False, False
+        self.raw = bytearray()  # a chunked body as it came, not decoded yet
         self.read_timeout = read_timeout
         reader.last = time.monotonic()
         self.watchdog = asyncio.get_running_loop().call_later(read_timeout, self._check)
@@ -311,7 +315,7 @@ class Answer:
         if method == "HEAD" or self.status in NO_BODY:
             self.content_length, self.done = 0, True
         elif self.chunked:
-            self.left = -1  # before the first chunk's size line
+            self.left = self.SIZE
         elif length is not None:
             self.content_length = self.left = length
             self.done = length == 0
@@ -319,27 +323,21 @@ class Answer:
             self.keep_alive = False  # the body ends when the connection closes
 
     async def piece(self):
-        """The next piece of the body as it arrives (b"" at its end)."""
+        """The next piece of the body, as soon as some has arrived: of a chunked body, the data of every chunk already
+        here (a burst of events goes on in one write). The last piece sets done (it may be b"")."""
         if self.done:
             return b""
         self.reader.last = time.monotonic()
         try:
             if self.chunked:
-                if self.left <= 0:
-                    if self.left == 0 and await self.reader.readexactly(2) != b"\r\n":
-                        raise ValueError("a chunk does not end with CRLF")
-                    size = int((await self.reader.readuntil(b"\r\n")).split(b";", 1)[0], 16)
-                    if size == 0:
-                        while await self.reader.readuntil(b"\r\n") != b"\r\n":
-                            pass  # trailers
-                        self.done = True
-                        return b""
-                    self.left = size
-                data = await self.reader.read(min(self.left, HEAD_LIMIT))
-                if not data:
-                    raise ValueError("the body ended early")
-                self.left -= len(data)
-                return data
+                while True:
+                    data = self._dechunk()
+                    if data or self.done:
+                        return data
+                    more = await self.reader.read(HEAD_LIMIT)
+                    if not more:
+                        raise ValueError("the body ended early")
+                    self.raw += more
             data = await self.reader.read(HEAD_LIMIT if self.content_length is None else min(self.left, HEAD_LIMIT))
             if self.content_length is None:
                 self.done = not data
@@ -352,6 +350,45 @@ class Answer:
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
             raise self._failed(exc) from None
 
+    def _dechunk(self):
+        """The data of the chunks (or parts of one) complete in raw, taken out of it; done after the last chunk."""
+        raw, out, pos = self.raw, [], 0
+        while True:
+            if self.left > 0:
+                take = min(self.left, len(raw) - pos)
+                if not take:
+                    break
+                out.append(raw[pos:pos + take])
+                pos += take
+                self.left -= take
+                if not self.left:
+                    self.left = self.CRLF
+            elif self.left == self.CRLF:
+                if len(raw) - pos < 2:
+                    break
+                if raw[pos:pos + 2] != b"\r\n":
+                    raise ValueError("a chunk does not end with CRLF")
+                pos, self.left = pos + 2, self.SIZE
+            else:
+                end = raw.find(b"\r\n", pos)
+                if end < 0:
+                    if len(raw) - pos > HEAD_LIMIT:
+                        raise ValueError("a chunk size line is too long")
+                    break
+                line, pos = raw[pos:end], end + 2
+                if self.left == self.TRAILERS:
+                    if not line:
+                        # Bytes after the answer's end: the connection is not reused.
+                        self.done, self.keep_alive = True, self.keep_alive and pos == len(raw)
+                        break
+                    continue
+                size = int(line.split(b";", 1)[0], 16)
+                if size < 0:
+                    raise ValueError("a negative chunk size")
+                self.left = size or self.TRAILERS
+        del raw[:pos]
+        return b"".join(out)
+
     async def read(self):
         """The whole body."""
         if self.content_length is not None and not self.done:
@@ -362,11 +399,9 @@ class Answer:
             self.left, self.done = 0, True
             return data
         pieces = []
-        while True:
-            data = await self.piece()
-            if not data:
-                return b"".join(pieces)
-            pieces.append(data)
+        while not self.done:
+            pieces.append(await self.piece())
+        return b"".join(pieces)
 
     def finish(self):
         self.watchdog.cancel()
@@ -797,8 +832,8 @@ class FrontDoor:
         try:
             while True:
                 chunk = await upstream.piece()
-                if not chunk:
-                    break
+                if upstream.done:
+                    break  # the last piece goes out with the end of the answer, in one write
                 await response.write(chunk)
         except ConnectionResetError:
             # The client left before the answer ended; finish() closes the backend connection, and vLLM aborts the
@@ -813,9 +848,12 @@ class FrontDoor:
                 request.transport.close()
             raise ClientGone(response, 502) from None
         try:
-            await response.write_eof()
+            await response.write_eof(chunk)
         except ConnectionResetError:
-            pass  # the whole answer was written; a client that closes after the last event ends normally
+            if chunk:
+                LOG.info("model %s: the client closed the connection before the answer ended", name)
+                raise ClientGone(response, 499) from None
+            # else the whole answer was written: a client that closes after the last event ends normally
         return response
 
     async def list_models(self, request):

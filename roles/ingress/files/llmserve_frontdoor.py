@@ -17,10 +17,19 @@ Three ports, none of them published except through Traefik:
                 chunk by chunk. The backends get the cluster's internal key, never the caller's.
 - admin (9090)  /healthz (liveness), /readyz (readiness: 503 while draining), /metrics.
 
+`workers` > 1: that many worker processes serve the API and auth ports (each binds them with SO_REUSEPORT; the kernel
+spreads new connections over them) and share `max_in_flight` and `large_body_slots` out (each gets its part, rounded
+up), so the pod's bounds stay what the config says. The first process supervises them: it holds the admin port, asks
+each worker for its counters at every scrape and serves their sum (with the counters of workers that ended, so none
+goes back), checks the backends' health once for all, starts a worker again when one ends, and on SIGTERM passes the
+signal on and exits when every worker has drained. /healthz fails when a worker does not answer within 2 s (its event
+loop is stuck, as a single process's /healthz would then not answer).
+
 Memory is bounded by design: bodies above `small_body_bytes` are read only in one of `large_body_slots` (a wait, then
 503), the body's "model" is found without building the document (a scanner for large bodies, with pauses for the
 event loop), and at most `max_in_flight` requests are proxied at once (503 beyond).
 SIGTERM: the API and auth ports stop accepting, answers in progress finish within `drain_s`, then the process exits.
+An event loop of uvloop when it is importable (the image has it).
 
 Runs from the pinned vLLM image (aiohttp and uvloop come with vLLM): python3 llmserve_frontdoor.py CONFIG.json
 Secrets come from the environment (LLMSERVE_INTERNAL_KEY, LLMSERVE_SIGNING_KEY) and the identities file (key hashes).
@@ -29,6 +38,7 @@ Secrets come from the environment (LLMSERVE_INTERNAL_KEY, LLMSERVE_SIGNING_KEY) 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -38,7 +48,9 @@ import random
 import re
 import secrets
 import signal
+import socket
 import ssl
+import subprocess
 import sys
 import time
 import urllib.parse
@@ -79,7 +91,7 @@ DEFAULTS = {"listen": {"host": "0.0.0.0", "port": 8080}, "auth": {"host": "0.0.0
             "max_request_body_bytes": 10485760, "small_body_bytes": 65536, "large_body_slots": 4,
             "slot_wait_s": 30, "body_timeout_s": 60, "max_in_flight": 512, "drain_s": 900,
             "retry_after_s": 1, "connect_timeout_s": 5, "read_timeout_s": 600, "health_interval_s": 10,
-            "health_path": "/health", "ab_tests": {}, "default_model": ""}
+            "health_path": "/health", "ab_tests": {}, "default_model": "", "workers": 1}
 
 
 def load_config(path):
@@ -108,6 +120,8 @@ def load_config(path):
             raise SystemExit("%s: ab_tests.%s must be a path such as /ab with [{model, weight}] of known models" % (path, prefix))
     if config["auth_mode"] not in ("api-key", "basic", "forward", "none"):
         raise SystemExit("%s: auth_mode must be api-key, basic, forward or none" % path)
+    if not isinstance(config["workers"], int) or isinstance(config["workers"], bool) or not 1 <= config["workers"] <= 64:
+        raise SystemExit("%s: workers must be a whole number from 1 to 64" % path)
     return config
 
 
@@ -460,6 +474,25 @@ class Metrics:
     def refuse(self, reason):
         self.refusals[reason] = self.refusals.get(reason, 0) + 1
 
+    def snapshot(self):
+        """What a worker tells its supervisor (JSON): its counters and gauges."""
+        return {"requests": [[m, c, n] for (m, c), n in self.requests.items()], "refusals": self.refusals,
+                "seconds": self.seconds, "in_flight": self.in_flight, "buffered": self.buffered}
+
+    def add(self, snapshot, gauges=True):
+        """Add a worker's snapshot (its gauges too unless it has ended)."""
+        for model, code, n in snapshot["requests"]:
+            self.requests[model, code] = self.requests.get((model, code), 0) + n
+        for reason, n in snapshot["refusals"].items():
+            self.refusals[reason] = self.refusals.get(reason, 0) + n
+        for model, (total, n) in snapshot["seconds"].items():
+            before = self.seconds.get(model, (0.0, 0))
+            self.seconds[model] = (before[0] + total, before[1] + n)
+        if gauges:
+            for model, n in snapshot["in_flight"].items():
+                self.in_flight[model] = self.in_flight.get(model, 0) + n
+            self.buffered += snapshot["buffered"]
+
     def render(self):
         out = ["# HELP llmserve_frontdoor_requests_total Requests by routed model ('' when none) and status code.",
                "# TYPE llmserve_frontdoor_requests_total counter"]
@@ -491,8 +524,9 @@ class Refused(Exception):
 
 
 class FrontDoor:
-    def __init__(self, config, environ=os.environ):
+    def __init__(self, config, environ=os.environ, checks_health=True):
         self.config = config
+        self.checks_health = checks_health  # a worker's supervisor checks the backends for all
         self.models = config["models"]
         # Body "model" -> catalog model: the catalog names and every served name (LoRA adapters) of a backend.
         self.names = {}
@@ -519,7 +553,8 @@ class FrontDoor:
         app."""
         async def loop():
             while True:
-                await self.check_health()
+                if self.checks_health:
+                    await self.check_health()
                 for origin in self.origins.values():
                     origin.sweep()
                 await asyncio.sleep(self.config["health_interval_s"])
@@ -921,9 +956,9 @@ def forwarded(name):
     return kept
 
 
-def apps(config, environ=os.environ):
-    """The API, auth and admin apps, sharing one FrontDoor."""
-    door = FrontDoor(config, environ)
+def apps(config, environ=os.environ, worker=False):
+    """The API, auth and admin apps, sharing one FrontDoor (a worker's admin app is its supervisor's)."""
+    door = FrontDoor(config, environ, checks_health=not worker)
     # The body limit is enforced by read_body (OpenAI-style 413); aiohttp's own limit stays out of the way.
     api = web.Application(client_max_size=config["max_request_body_bytes"] + 1)
     api.cleanup_ctx.append(door.lifetime)
@@ -931,44 +966,234 @@ def apps(config, environ=os.environ):
     auth = web.Application()
     auth.router.add_get("/auth", door.auth)
     auth.router.add_get(r"/error/{status:\d{3}}", door.error_page)
+    return door, api, auth, admin_app(door)
+
+
+def admin_app(view):
     admin = web.Application()
-    admin.router.add_get("/healthz", door.healthz)
-    admin.router.add_get("/readyz", door.readyz)
-    admin.router.add_get("/metrics", door.metrics_page)
-    return door, api, auth, admin
+    admin.router.add_get("/healthz", view.healthz)
+    admin.router.add_get("/readyz", view.readyz)
+    admin.router.add_get("/metrics", view.metrics_page)
+    return admin
 
 
-async def serve(config):
-    door, api, auth, admin = apps(config)
-    runners = []
-    for app, where in ((api, config["listen"]), (auth, config["auth"]), (admin, config["admin"])):
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=float(config["drain_s"]))
-        await runner.setup()
-        await web.TCPSite(runner, where["host"], int(where["port"])).start()
-        runners.append(runner)
-    LOG.info("listening on %s:%s (auth %s, admin %s), models %s, event loop %s", config["listen"]["host"],
-             config["listen"]["port"], config["auth"]["port"], config["admin"]["port"], ", ".join(sorted(config["models"])),
-             type(asyncio.get_running_loop()).__module__)
+async def start_site(app, where, config, reuse_port=None):
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=float(config["drain_s"]))
+    await runner.setup()
+    await web.TCPSite(runner, where["host"], int(where["port"]), reuse_port=reuse_port).start()
+    return runner
+
+
+def stop_on_signals():
     stopping = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, stopping.set)
+    return stopping
+
+
+async def serve(config, control=None):
+    """One process serving everything, or (control: its socket to the supervisor) a worker: API and auth ports only."""
+    door, api, auth, admin = apps(config, worker=control is not None)
+    stopping = stop_on_signals()
+    runners = [await start_site(api, config["listen"], config, reuse_port=control is not None or None),
+               await start_site(auth, config["auth"], config, reuse_port=control is not None or None)]
+    if control is None:
+        runners.append(await start_site(admin, config["admin"], config))
+        answering = None
+    else:
+        answering = asyncio.create_task(answer_supervisor(door, control, stopping))
+    LOG.info("listening on %s:%s (auth %s, admin %s), models %s, event loop %s", config["listen"]["host"],
+             config["listen"]["port"], config["auth"]["port"], config["admin"]["port"], ", ".join(sorted(config["models"])),
+             type(asyncio.get_running_loop()).__module__)
     await stopping.wait()
     # SIGTERM (pod deletion, after the preStop pause): stop accepting on the API and auth ports, let answers in
     # progress finish within drain_s, then close; the admin port answers (readyz: draining) until the end.
     door.draining = True
     LOG.info("draining: %d requests in flight", door.in_flight_total)
     await asyncio.gather(*(runner.cleanup() for runner in runners[:2]))
-    await runners[2].cleanup()
+    for runner in runners[2:]:
+        await runner.cleanup()
+    if answering is not None:
+        answering.cancel()
     LOG.info("drained")
 
 
+async def answer_supervisor(door, sock, stopping):
+    """A worker's side of its control socket: "ready" once it listens, then its metrics for each numbered question. The
+    supervisor gone (the socket closed): drain and exit."""
+    reader, writer = await asyncio.open_connection(sock=sock)
+    writer.write(b"ready\n")
+    while True:
+        line = await reader.readline()
+        if not line:
+            if not stopping.is_set():
+                LOG.warning("the supervisor is gone: draining")
+                stopping.set()
+            return
+        writer.write(json.dumps(dict(door.metrics.snapshot(), seq=int(line))).encode() + b"\n")
+
+
+class Worker:
+    """One worker process of the supervisor, and its control socket."""
+
+    START_S = 60
+
+    def __init__(self, index):
+        self.index, self.proc, self.reader, self.writer = index, None, None, None
+        self.last = None  # its last snapshot: what /metrics counts for it when it does not answer, or has ended
+        self.seq, self.started, self.lock = 0, 0.0, asyncio.Lock()
+
+    async def start(self, argv, env):
+        ours, theirs = socket.socketpair()
+        try:
+            self.proc = subprocess.Popen(argv + ["--worker", str(self.index), str(theirs.fileno())],
+                                         pass_fds=(theirs.fileno(),), env=env)
+        finally:
+            theirs.close()
+        self.started, self.last = time.monotonic(), None
+        self.reader, self.writer = await asyncio.open_connection(sock=ours)
+        try:
+            ready = await asyncio.wait_for(self.reader.readline(), self.START_S)
+        except asyncio.TimeoutError:
+            ready = b""
+        if ready != b"ready\n":
+            self.proc.kill()
+            raise RuntimeError("worker %d did not start (exit status %s)" % (self.index, self.proc.wait()))
+
+    async def snapshot(self, timeout):
+        """Its counters now (numbered questions: a late answer to an earlier one is skipped)."""
+        async with self.lock:
+            self.seq += 1
+            self.writer.write(b"%d\n" % self.seq)
+            async with asyncio.timeout(timeout):
+                while True:
+                    line = await self.reader.readline()
+                    if not line:
+                        raise ConnectionError("worker %d has gone" % self.index)
+                    answer = json.loads(line)
+                    if answer.pop("seq") == self.seq:
+                        self.last = answer
+                        return answer
+
+
+class Supervisor:
+    """`workers` worker processes on the API and auth ports; the admin port's one view of them all."""
+
+    ASK_S = 2.0
+
+    def __init__(self, config, path, environ=os.environ):
+        self.config, self.draining = config, False
+        # Health checks of the backends, once for every worker; the models' names for the metrics.
+        self.door = FrontDoor(config, environ)
+        self.env = dict(environ)
+        # Workers must sign identities alike: without the cluster's key, one made here for all of them.
+        self.env["LLMSERVE_SIGNING_KEY"] = self.door.signing_key.decode()
+        self.argv = [sys.executable, os.path.abspath(__file__), path]
+        self.workers = [Worker(i) for i in range(int(config["workers"]))]
+        self.retired = Metrics(config["models"])  # the counters of workers that have ended
+
+    async def ask_all(self):
+        """How many workers answered within ASK_S (each answer updates its last snapshot)."""
+        answers = await asyncio.gather(*(w.snapshot(self.ASK_S) for w in self.workers if w.proc.poll() is None),
+                                       return_exceptions=True)
+        return sum(1 for a in answers if not isinstance(a, BaseException))
+
+    async def healthz(self, _request):
+        answered = await self.ask_all()
+        status = "ok" if answered == len(self.workers) else "unresponsive"
+        return web.json_response({"status": status, "backends": self.door.metrics.up, "workers": answered},
+                                 status=200 if status == "ok" else 503)
+
+    async def readyz(self, _request):
+        if self.draining:
+            return web.json_response({"status": "draining"}, status=503)
+        if not any(w.proc.poll() is None for w in self.workers):
+            return web.json_response({"status": "no worker"}, status=503)
+        return web.json_response({"status": "ready"})
+
+    async def metrics_page(self, _request):
+        await self.ask_all()
+        total = Metrics(self.config["models"])
+        total.add(self.retired.snapshot(), gauges=False)
+        for worker in self.workers:
+            if worker.last is not None:
+                total.add(worker.last)
+        total.up = self.door.metrics.up
+        return web.Response(text=total.render(), content_type="text/plain", charset="utf-8")
+
+    async def restart(self, worker):
+        """A worker that ended (not asked to): its counters kept, a new one in its place (a second's pause when it
+        ended young, so that a crash at start does not loop hot)."""
+        LOG.warning("worker %d ended (exit status %s): starting it again", worker.index, worker.proc.returncode)
+        if worker.last is not None:
+            self.retired.add(worker.last, gauges=False)
+        worker.last = None
+        if time.monotonic() - worker.started < 10:
+            await asyncio.sleep(1)
+        while not self.draining:
+            try:
+                await worker.start(self.argv, self.env)
+                return
+            except (OSError, RuntimeError) as exc:
+                LOG.error("%s; trying again", exc)
+                await asyncio.sleep(1)
+
+    async def run(self):
+        stopping = stop_on_signals()
+        try:
+            await asyncio.gather(*(w.start(self.argv, self.env) for w in self.workers))
+        except (OSError, RuntimeError) as exc:
+            for worker in self.workers:
+                if worker.proc is not None and worker.proc.poll() is None:
+                    worker.proc.kill()
+            raise SystemExit("the front door's workers did not start: %s" % exc) from None
+        lifetime = contextlib.asynccontextmanager(self.door.lifetime)(None)
+        await lifetime.__aenter__()
+        admin = await start_site(admin_app(self), self.config["admin"], self.config)
+        LOG.info("%d workers on %s:%s (auth %s), admin %s", len(self.workers), self.config["listen"]["host"],
+                 self.config["listen"]["port"], self.config["auth"]["port"], self.config["admin"]["port"])
+        restarting = {}
+        while not stopping.is_set():
+            for worker in self.workers:
+                if worker.proc.poll() is not None and worker.index not in restarting:
+                    restarting[worker.index] = asyncio.create_task(self.restart(worker))
+            restarting = {i: t for i, t in restarting.items() if not t.done()}
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stopping.wait(), 0.5)
+        # SIGTERM: every worker drains (its API and auth ports close, answers in progress finish); the admin port
+        # answers (readyz: draining, metrics of the draining workers) until the last has exited.
+        self.draining = self.door.draining = True
+        for task in restarting.values():
+            task.cancel()
+        LOG.info("draining %d workers", len(self.workers))
+        for worker in self.workers:
+            if worker.proc.poll() is None:
+                worker.proc.send_signal(signal.SIGTERM)
+        while any(w.proc.poll() is None for w in self.workers):
+            await asyncio.sleep(0.2)
+        await admin.cleanup()
+        await lifetime.__aexit__(None, None, None)
+        LOG.info("drained")
+
+
 def main(argv):
-    logging.basicConfig(level=os.environ.get("LLMSERVE_FRONTDOOR_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(message)s")
-    if len(argv) != 2:
+    worker = argv[2:3] == ["--worker"] and len(argv) == 5
+    logging.basicConfig(level=os.environ.get("LLMSERVE_FRONTDOOR_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s " + ("worker %s " % argv[3] if worker else "") + "%(message)s")
+    if len(argv) != 2 and not worker:
         raise SystemExit("usage: %s CONFIG.json" % argv[0])
     config = load_config(argv[1])
+    if worker:
+        # Its part of the pod's bounds (rounded up), so that all workers together hold what the config allows.
+        for cap in ("max_in_flight", "large_body_slots"):
+            config[cap] = -(-int(config[cap]) // config["workers"])
+        work = serve(config, control=socket.socket(fileno=int(argv[4])))
+    elif config["workers"] > 1:
+        work = Supervisor(config, argv[1]).run()
+    else:
+        work = serve(config)
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-        runner.run(serve(config))
+        runner.run(work)
 
 
 def event_loop_factory():

@@ -524,7 +524,8 @@ class Refused(Exception):
 
 
 class FrontDoor:
-    def __init__(self, config, environ=os.environ, checks_health=True):
+    def __init__(self, config, environ=None, checks_health=True):
+        environ = os.environ if environ is None else environ
         self.config = config
         self.checks_health = checks_health  # a worker's supervisor checks the backends for all
         self.models = config["models"]
@@ -570,7 +571,7 @@ class FrontDoor:
     async def fetch(self, base, path, headers):
         """(status, body) of a GET to a backend; BackendError when it fails."""
         answer = await send(self.origins[base], "GET", path, headers, b"", self.config["connect_timeout_s"],
-                               self.config["read_timeout_s"])
+                            self.config["read_timeout_s"])
         try:
             return answer.status, await answer.read()
         finally:
@@ -846,7 +847,7 @@ class FrontDoor:
             for attempt, base in enumerate(urls):
                 try:
                     upstream = await send(self.origins[base], request.method, path, headers, body,
-                                             self.config["connect_timeout_s"], self.config["read_timeout_s"])
+                                          self.config["connect_timeout_s"], self.config["read_timeout_s"])
                     break
                 except BackendError as exc:
                     if not exc.unsent or attempt == len(urls) - 1:
@@ -974,7 +975,7 @@ def forwarded(name):
     return kept
 
 
-def apps(config, environ=os.environ, worker=False):
+def apps(config, environ=None, worker=False):
     """The API, auth and admin apps, sharing one FrontDoor (a worker's admin app is its supervisor's)."""
     door = FrontDoor(config, environ, checks_health=not worker)
     # The body limit is enforced by read_body (OpenAI-style 413); aiohttp's own limit stays out of the way.
@@ -1105,7 +1106,8 @@ class Supervisor:
 
     ASK_S = 2.0
 
-    def __init__(self, config, path, environ=os.environ):
+    def __init__(self, config, path, environ=None):
+        environ = os.environ if environ is None else environ
         self.config, self.draining = config, False
         # Health checks of the backends, once for every worker; the models' names for the metrics.
         self.door = FrontDoor(config, environ)

@@ -9,6 +9,8 @@ BIN       := $(VENV)/bin
 INVENTORY ?= inventories/workstation
 RENDER_DIR ?= build/manifests
 COLLECTION_LINK := $(VENV)/collections/ansible_collections/llmserve/k3s
+# apt-get for what a target installs from Debian (wrk, the load of benchmarks/gateway.py): sudo unless make runs as root.
+SUDO = $(if $(filter 0,$(shell id -u)),,sudo)
 
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export ANSIBLE_COLLECTIONS_PATH := $(VENV)/collections
@@ -68,7 +70,9 @@ integration: bootstrap-dev ## real vLLM on CPU, real Prometheus: health module, 
 molecule: bootstrap-dev ## converge real systemd-nspawn Debian hosts over SSH, every scenario
 	tests/molecule.sh
 
-benchmarks: bootstrap-dev ## print render time, sizing accuracy and converge figures
+benchmarks: bootstrap-dev ## print render time, sizing accuracy, converge, serving and gateway figures
+	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
 	@for b in benchmarks/*.py; do echo "== $$b"; python $$b; done
 	@for b in benchmarks/*.sh; do [ -e "$$b" ] || continue; echo "== $$b"; bash $$b; done
 

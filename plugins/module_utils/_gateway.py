@@ -15,6 +15,9 @@ MIB = 1024 ** 2
 # The front door process itself (Python, aiohttp, the config) before any body: measured RSS of an idle front door in
 # the vLLM image's Python is about 45 MiB; the rest is headroom for the event loop's buffers and TLS-free sockets.
 BASE_MIB = 96
+# Each worker process when there are several (beside the supervisor, which BASE_MIB covers): the interpreter with
+# aiohttp and uvloop, measured at 42 MiB resident, its shared libraries counted once in the pod's memory.
+WORKER_MIB = 48
 # The identity header the gateway's /auth sets and Traefik's per-identity limiters count on.
 IDENTITY_HEADER = "X-Llmserve-User"
 
@@ -69,6 +72,7 @@ def frontdoor_config(models, settings):
         "body_timeout_s": int(settings["body_timeout_s"]),
         "read_timeout_s": int(settings["read_timeout_s"]),
         "drain_s": int(settings["max_answer_s"]),
+        "workers": int(settings.get("workers", 1)),
         "ab_tests": {},
     }
     if settings["auth_mode"] == "forward":
@@ -80,9 +84,14 @@ def frontdoor_config(models, settings):
     return config
 
 
-def frontdoor_memory_mib(max_request_body_bytes, large_body_slots, small_body_bytes, max_in_flight):
-    """The front door's memory limit in MiB: the process, plus every body it may hold at once, twice (the chunks and
+def frontdoor_memory_mib(max_request_body_bytes, large_body_slots, small_body_bytes, max_in_flight, workers=1):
+    """The front door's memory limit in MiB: its processes, plus every body it may hold at once, twice (the chunks and
     the joined body are both alive while a body is read): large ones only in their slots, small ones up to the
-    in-flight cap. Rounded up to 32 MiB."""
-    held = 2 * (int(large_body_slots) * int(max_request_body_bytes) + int(max_in_flight) * int(small_body_bytes))
-    return int(math.ceil((BASE_MIB + held / float(MIB)) / 32.0) * 32)
+    in-flight cap. Several workers share the slots and the cap out, each its part rounded up (as the front door does),
+    and each is a process of its own. Rounded up to 32 MiB."""
+    workers = int(workers)
+    slots = workers * -(-int(large_body_slots) // workers)
+    in_flight = workers * -(-int(max_in_flight) // workers)
+    held = 2 * (slots * int(max_request_body_bytes) + in_flight * int(small_body_bytes))
+    processes = BASE_MIB + (workers * WORKER_MIB if workers > 1 else 0)
+    return int(math.ceil((processes + held / float(MIB)) / 32.0) * 32)

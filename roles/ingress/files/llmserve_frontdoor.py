@@ -17,18 +17,28 @@ Three ports, none of them published except through Traefik:
                 chunk by chunk. The backends get the cluster's internal key, never the caller's.
 - admin (9090)  /healthz (liveness), /readyz (readiness: 503 while draining), /metrics.
 
+`workers` > 1: that many worker processes serve the API and auth ports (each binds them with SO_REUSEPORT; the kernel
+spreads new connections over them) and share `max_in_flight` and `large_body_slots` out (each gets its part, rounded
+up), so the pod's bounds stay what the config says. The first process supervises them: it holds the admin port, asks
+each worker for its counters at every scrape and serves their sum (with the counters of workers that ended, so none
+goes back), checks the backends' health once for all, starts a worker again when one ends, and on SIGTERM passes the
+signal on and exits when every worker has drained. /healthz fails when a worker does not answer within 2 s (its event
+loop is stuck, as a single process's /healthz would then not answer).
+
 Memory is bounded by design: bodies above `small_body_bytes` are read only in one of `large_body_slots` (a wait, then
 503), the body's "model" is found without building the document (a scanner for large bodies, with pauses for the
 event loop), and at most `max_in_flight` requests are proxied at once (503 beyond).
 SIGTERM: the API and auth ports stop accepting, answers in progress finish within `drain_s`, then the process exits.
+An event loop of uvloop when it is importable (the image has it).
 
-Runs from the pinned vLLM image (aiohttp comes with vLLM): python3 llmserve_frontdoor.py CONFIG.json
+Runs from the pinned vLLM image (aiohttp and uvloop come with vLLM): python3 llmserve_frontdoor.py CONFIG.json
 Secrets come from the environment (LLMSERVE_INTERNAL_KEY, LLMSERVE_SIGNING_KEY) and the identities file (key hashes).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -38,12 +48,15 @@ import random
 import re
 import secrets
 import signal
+import socket
+import ssl
+import subprocess
 import sys
 import time
+import urllib.parse
 
-from aiohttp import ClientSession, ClientTimeout, TCPConnector, client_exceptions, web
+from aiohttp import web
 from multidict import CIMultiDict
-from yarl import URL
 
 LOG = logging.getLogger("llmserve-frontdoor")
 # Headers of one hop (RFC 9110 7.6.1) and the ones aiohttp writes itself.
@@ -78,7 +91,7 @@ DEFAULTS = {"listen": {"host": "0.0.0.0", "port": 8080}, "auth": {"host": "0.0.0
             "max_request_body_bytes": 10485760, "small_body_bytes": 65536, "large_body_slots": 4,
             "slot_wait_s": 30, "body_timeout_s": 60, "max_in_flight": 512, "drain_s": 900,
             "retry_after_s": 1, "connect_timeout_s": 5, "read_timeout_s": 600, "health_interval_s": 10,
-            "health_path": "/health", "ab_tests": {}, "default_model": ""}
+            "health_path": "/health", "ab_tests": {}, "default_model": "", "workers": 1}
 
 
 def load_config(path):
@@ -107,6 +120,8 @@ def load_config(path):
             raise SystemExit("%s: ab_tests.%s must be a path such as /ab with [{model, weight}] of known models" % (path, prefix))
     if config["auth_mode"] not in ("api-key", "basic", "forward", "none"):
         raise SystemExit("%s: auth_mode must be api-key, basic, forward or none" % path)
+    if not isinstance(config["workers"], int) or isinstance(config["workers"], bool) or not 1 <= config["workers"] <= 64:
+        raise SystemExit("%s: workers must be a whole number from 1 to 64" % path)
     return config
 
 
@@ -183,6 +198,262 @@ def top_level_model(body):
             yield
 
 
+# -- backends: a lean HTTP/1.1 client --------------------------------------------------------------------------------
+# aiohttp's client costs about 80 us of CPU a request (cookies, tracing, timers per read, a payload object, a task per
+# body); the backends are our own (vLLM, vllm-router): plain HTTP/1.1 with keep-alive is all they need.
+# Idle connections are reused for this long, below vLLM's own keep-alive (uvicorn's 5 s), so that a request is never
+# sent on a connection the backend is closing; older ones are closed.
+KEEPALIVE_S = 4.0
+HEAD_LIMIT = 65536
+NO_BODY = (204, 304)
+
+
+class BackendError(Exception):
+    """The backend failed. `unsent`: before the request went out (refused, timed out connecting): another URL may take
+    it."""
+
+    def __init__(self, message, unsent=False):
+        super().__init__(message)
+        self.unsent = unsent
+
+
+class _Reader(asyncio.StreamReader):
+    """A StreamReader that notes when data last arrived (the read timeout's watchdog reads it)."""
+
+    last = 0.0
+
+    def feed_data(self, data):
+        self.last = time.monotonic()
+        super().feed_data(data)
+
+
+class Origin:
+    """One backend base URL: where to connect, what to send as Host, and its idle keep-alive connections."""
+
+    def __init__(self, base):
+        parts = urllib.parse.urlsplit(base)
+        self.host, self.tls = parts.hostname, parts.scheme == "https"
+        self.port = parts.port or (443 if self.tls else 80)
+        self.authority = ("[%s]" % self.host if ":" in self.host else self.host) + (":%d" % parts.port if parts.port else "")
+        self.prefix = parts.path.rstrip("/")
+        self.ssl = ssl.create_default_context() if self.tls else None
+        self.idle = []  # (connection, since)
+
+    async def connect(self, timeout):
+        """(reader, writer, reused): an idle connection that is still good, or a new one (BackendError(unsent))."""
+        now = time.monotonic()
+        while self.idle:
+            (reader, writer), since = self.idle.pop()
+            if now - since < KEEPALIVE_S and not reader.at_eof() and not writer.is_closing():
+                return reader, writer, True
+            writer.transport.abort()
+        loop = asyncio.get_running_loop()
+        reader = _Reader(limit=HEAD_LIMIT, loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        try:
+            transport, dummy = await asyncio.wait_for(loop.create_connection(
+                lambda: protocol, self.host, self.port, ssl=self.ssl), timeout)
+        except (OSError, asyncio.TimeoutError) as exc:
+            raise BackendError("cannot connect to %s:%s: %s" % (self.host, self.port, exc or "timed out"), unsent=True) from None
+        return reader, asyncio.StreamWriter(transport, protocol, reader, loop), False
+
+    def sweep(self):
+        """Close the idle connections that are too old to be used or that the backend closed."""
+        now, kept = time.monotonic(), []
+        for (reader, writer), since in self.idle:
+            if now - since < KEEPALIVE_S and not reader.at_eof() and not writer.is_closing():
+                kept.append(((reader, writer), since))
+            else:
+                writer.transport.abort()
+        self.idle = kept
+
+
+class Answer:
+    """A backend's answer: status, reason, headers (as sent, in order), content_length (None for chunked or until the
+    connection closes), then the body through read() or piece() until done; finish() gives the connection back for the
+    next request when the answer was read to its end, or closes it."""
+
+    # Where a chunked body's decoder is, when it is not inside a chunk's data (left > 0: bytes of data to come).
+    SIZE, CRLF, TRAILERS = -1, -2, -3
+
+    def __init__(self, origin, reader, writer, read_timeout):
+        self.origin, self.reader, self.writer = origin, reader, writer
+        self.status, self.reason, self.headers = 0, "", []
+        self.content_length, self.chunked, self.keep_alive = None, False, True
+        self.left, self.done, self.timed_out = 0, False, False
+        self.raw = bytearray()  # a chunked body as it came, not decoded yet
+        self.read_timeout = read_timeout
+        reader.last = time.monotonic()
+        self.watchdog = asyncio.get_running_loop().call_later(read_timeout, self._check)
+
+    def _check(self):
+        """No data from the backend for read_timeout seconds: abort (the reads then fail); else look again later."""
+        idle = time.monotonic() - self.reader.last
+        if idle >= self.read_timeout:
+            self.timed_out = True
+            self.writer.transport.abort()
+        else:
+            self.watchdog = asyncio.get_running_loop().call_later(self.read_timeout - idle, self._check)
+
+    def _failed(self, exc):
+        if self.timed_out:
+            return BackendError("no data from the backend for %ss" % self.read_timeout)
+        return BackendError("the backend closed the connection or sent a malformed answer (%s)" % (exc.__class__.__name__,))
+
+    async def start(self, method):
+        try:
+            while True:
+                head = await self.reader.readuntil(b"\r\n\r\n")
+                lines = head[:-4].decode("utf-8", "surrogateescape").split("\r\n")
+                version, status, self.reason = (lines[0].split(" ", 2) + [""])[:3]
+                self.status = int(status)
+                if not version.startswith("HTTP/1.") or not 100 <= self.status <= 599:
+                    raise ValueError("not an HTTP/1 status line")
+                if self.status >= 200:
+                    break  # 1xx (100 Continue) are interim: the answer follows
+            length, connection = None, ""
+            for line in lines[1:]:
+                key, dummy, value = line.partition(":")
+                key, value = key.strip(), value.strip()
+                self.headers.append((key, value))
+                lower = key.lower()
+                if lower == "content-length":
+                    length = int(value)
+                elif lower == "transfer-encoding":
+                    self.chunked = value.lower().endswith("chunked")
+                elif lower == "connection":
+                    connection = value.lower()
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
+            raise self._failed(exc) from None
+        self.keep_alive = version == "HTTP/1.1" and "close" not in connection
+        if method == "HEAD" or self.status in NO_BODY:
+            self.content_length, self.done = 0, True
+        elif self.chunked:
+            self.left = self.SIZE
+        elif length is not None:
+            self.content_length = self.left = length
+            self.done = length == 0
+        else:
+            self.keep_alive = False  # the body ends when the connection closes
+
+    async def piece(self):
+        """The next piece of the body, as soon as some has arrived: of a chunked body, the data of every chunk already
+        here (a burst of events goes on in one write). The last piece sets done (it may be b"")."""
+        if self.done:
+            return b""
+        self.reader.last = time.monotonic()
+        try:
+            if self.chunked:
+                while True:
+                    data = self._dechunk()
+                    if data or self.done:
+                        return data
+                    more = await self.reader.read(HEAD_LIMIT)
+                    if not more:
+                        raise ValueError("the body ended early")
+                    self.raw += more
+            data = await self.reader.read(HEAD_LIMIT if self.content_length is None else min(self.left, HEAD_LIMIT))
+            if self.content_length is None:
+                self.done = not data
+                return data
+            if not data:
+                raise ValueError("the body ended early")
+            self.left -= len(data)
+            self.done = self.left == 0
+            return data
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
+            raise self._failed(exc) from None
+
+    def _dechunk(self):
+        """The data of the chunks (or parts of one) complete in raw, taken out of it; done after the last chunk."""
+        raw, out, pos = self.raw, [], 0
+        while True:
+            if self.left > 0:
+                take = min(self.left, len(raw) - pos)
+                if not take:
+                    break
+                out.append(raw[pos:pos + take])
+                pos += take
+                self.left -= take
+                if not self.left:
+                    self.left = self.CRLF
+            elif self.left == self.CRLF:
+                if len(raw) - pos < 2:
+                    break
+                if raw[pos:pos + 2] != b"\r\n":
+                    raise ValueError("a chunk does not end with CRLF")
+                pos, self.left = pos + 2, self.SIZE
+            else:
+                end = raw.find(b"\r\n", pos)
+                if end < 0:
+                    if len(raw) - pos > HEAD_LIMIT:
+                        raise ValueError("a chunk size line is too long")
+                    break
+                line, pos = raw[pos:end], end + 2
+                if self.left == self.TRAILERS:
+                    if not line:
+                        # Bytes after the answer's end: the connection is not reused.
+                        self.done, self.keep_alive = True, self.keep_alive and pos == len(raw)
+                        break
+                    continue
+                size = int(line.split(b";", 1)[0], 16)
+                if size < 0:
+                    raise ValueError("a negative chunk size")
+                self.left = size or self.TRAILERS
+        del raw[:pos]
+        return b"".join(out)
+
+    async def read(self):
+        """The whole body."""
+        if self.content_length is not None and not self.done:
+            try:
+                data = await self.reader.readexactly(self.left)
+            except (OSError, asyncio.IncompleteReadError) as exc:
+                raise self._failed(exc) from None
+            self.left, self.done = 0, True
+            return data
+        pieces = []
+        while not self.done:
+            pieces.append(await self.piece())
+        return b"".join(pieces)
+
+    def finish(self):
+        self.watchdog.cancel()
+        if self.done and self.keep_alive and not self.writer.is_closing():
+            self.origin.idle.append(((self.reader, self.writer), time.monotonic()))
+        else:
+            self.writer.transport.abort()  # an answer not read to its end: the backend sees the client leave
+
+
+async def send(origin, method, path, headers, body, connect_timeout, read_timeout):
+    """Send one request to a backend and read the head of its answer: an Answer (finish() it), or BackendError."""
+    reader, writer, reused = await origin.connect(connect_timeout)
+    lines = ["%s %s%s HTTP/1.1\r\nHost: %s\r\n" % (method, origin.prefix, path, origin.authority)]
+    lines += ["%s: %s\r\n" % item for item in headers.items()]
+    if body or method not in ("GET", "HEAD"):
+        lines.append("Content-Length: %d\r\n" % len(body))
+    head = ("".join(lines) + "\r\n").encode("utf-8", "surrogateescape")
+    if head.count(b"\n") != len(lines) + 2 or head.count(b"\r") != len(lines) + 2:
+        writer.transport.abort()
+        raise ValueError("a header holds a line break")
+    answer = Answer(origin, reader, writer, read_timeout)
+    try:
+        if len(body) < HEAD_LIMIT:
+            writer.write(head + body)
+        else:
+            writer.write(head)
+            writer.write(body)
+        await writer.drain()
+        await answer.start(method)
+    except BaseException as exc:
+        answer.done = False
+        answer.finish()
+        if isinstance(exc, (OSError, asyncio.IncompleteReadError)):
+            raise BackendError("%s %s" % ("a kept-alive connection failed:" if reused else "sending failed:", exc)) from None
+        raise
+    return answer
+
+
 class Metrics:
     """Counters and gauges in Prometheus text format (no client library needed in the image)."""
 
@@ -202,6 +473,25 @@ class Metrics:
 
     def refuse(self, reason):
         self.refusals[reason] = self.refusals.get(reason, 0) + 1
+
+    def snapshot(self):
+        """What a worker tells its supervisor (JSON): its counters and gauges."""
+        return {"requests": [[m, c, n] for (m, c), n in self.requests.items()], "refusals": self.refusals,
+                "seconds": self.seconds, "in_flight": self.in_flight, "buffered": self.buffered}
+
+    def add(self, snapshot, gauges=True):
+        """Add a worker's snapshot (its gauges too unless it has ended)."""
+        for model, code, n in snapshot["requests"]:
+            self.requests[model, code] = self.requests.get((model, code), 0) + n
+        for reason, n in snapshot["refusals"].items():
+            self.refusals[reason] = self.refusals.get(reason, 0) + n
+        for model, (total, n) in snapshot["seconds"].items():
+            before = self.seconds.get(model, (0.0, 0))
+            self.seconds[model] = (before[0] + total, before[1] + n)
+        if gauges:
+            for model, n in snapshot["in_flight"].items():
+                self.in_flight[model] = self.in_flight.get(model, 0) + n
+            self.buffered += snapshot["buffered"]
 
     def render(self):
         out = ["# HELP llmserve_frontdoor_requests_total Requests by routed model ('' when none) and status code.",
@@ -234,8 +524,10 @@ class Refused(Exception):
 
 
 class FrontDoor:
-    def __init__(self, config, environ=os.environ):
+    def __init__(self, config, environ=None, checks_health=True):
+        environ = os.environ if environ is None else environ
         self.config = config
+        self.checks_health = checks_health  # a worker's supervisor checks the backends for all
         self.models = config["models"]
         # Body "model" -> catalog model: the catalog names and every served name (LoRA adapters) of a backend.
         self.names = {}
@@ -250,24 +542,40 @@ class FrontDoor:
         self.large_slots = asyncio.Semaphore(int(config["large_body_slots"]))
         self.in_flight_total = 0
         self.draining = False
-        self.session = None
+        # Each backend base URL (a model's, its fallback) and its kept-alive connections.
+        self.origins = {url: Origin(url) for backend in self.models.values()
+                        for url in (backend["url"], backend.get("fallback_url")) if url}
+        # (method, raw target) -> route, for the targets that passed the allow list (a bounded set: models x endpoints).
+        self.routes = {}
 
     # -- plumbing ---------------------------------------------------------------------------------------------
     async def lifetime(self, _app=None):
-        """aiohttp cleanup context: the backend session and the health loop live as long as the app."""
-        timeout = ClientTimeout(total=None, sock_connect=self.config["connect_timeout_s"], sock_read=self.config["read_timeout_s"])
-        # auto_decompress off: compressed answers pass through as they came.
-        self.session = ClientSession(timeout=timeout, auto_decompress=False, connector=TCPConnector(limit=0),
-                                     skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"))
-
+        """aiohttp cleanup context: the health loop (and the sweep of idle backend connections) lives as long as the
+        app."""
         async def loop():
             while True:
-                await self.check_health()
+                if self.checks_health:
+                    await self.check_health()
+                for origin in self.origins.values():
+                    origin.sweep()
                 await asyncio.sleep(self.config["health_interval_s"])
         task = asyncio.create_task(loop())
         yield
         task.cancel()
-        await self.session.close()
+        for origin in self.origins.values():
+            origin.sweep()
+            for (dummy, writer), dummy in origin.idle:
+                writer.transport.abort()
+            origin.idle = []
+
+    async def fetch(self, base, path, headers):
+        """(status, body) of a GET to a backend; BackendError when it fails."""
+        answer = await send(self.origins[base], "GET", path, headers, b"", self.config["connect_timeout_s"],
+                            self.config["read_timeout_s"])
+        try:
+            return answer.status, await answer.read()
+        finally:
+            answer.finish()
 
     def known(self):
         return sorted(self.names)
@@ -275,15 +583,15 @@ class FrontDoor:
     async def check_health(self):
         async def one(model, backend):
             try:
-                async with self.session.get(backend["url"] + self.config["health_path"], timeout=ClientTimeout(total=5)) as resp:
-                    self.metrics.up[model] = int(resp.status == 200)
-            except (client_exceptions.ClientError, asyncio.TimeoutError):
+                status, dummy = await asyncio.wait_for(self.fetch(backend["url"], self.config["health_path"], {}), 5)
+                self.metrics.up[model] = int(status == 200)
+            except (BackendError, asyncio.TimeoutError):
                 self.metrics.up[model] = 0
         await asyncio.gather(*(one(m, b) for m, b in self.models.items()))
 
     # -- identity ---------------------------------------------------------------------------------------------
     def sign(self, user, groups):
-        return hmac.new(self.signing_key, ("%s\n%s" % (user, groups)).encode(), hashlib.sha256).hexdigest()
+        return hmac.digest(self.signing_key, ("%s\n%s" % (user, groups)).encode(), "sha256").hex()
 
     def identify(self, headers, peer):
         """(user, groups) of a request as Traefik hands it to /auth, or None: who is calling, by the auth mode."""
@@ -355,6 +663,9 @@ class FrontDoor:
     def route(self, request):
         """(model or None, prefix kind, path to send) of an allow-listed request, or raise Refused."""
         target = request.raw_path
+        known = self.routes.get((request.method, target))
+        if known is not None:
+            return known
         if "?" in target or "#" in target:
             raise Refused(error(400, "Query strings are not part of this API: send parameters in the JSON body.",
                                 code="invalid_path"), "invalid_path")
@@ -377,7 +688,8 @@ class FrontDoor:
                                 code="model_not_found"), "model_not_found")
         if prefix is not None and prefix not in self.config["ab_tests"]:
             raise Refused(error(404, "Unknown API path %s." % target, code="not_found"), "not_found")
-        return name, prefix, "/v1/" + endpoint
+        self.routes[request.method, target] = found = name, prefix, "/v1/" + endpoint
+        return found
 
     async def read_body(self, request):
         """The raw body within the limits: small ones at once, large ones in one of the large-body slots."""
@@ -387,16 +699,26 @@ class FrontDoor:
             raise Refused(error(413, "Request body of %d bytes is larger than the limit of %d bytes." % (length, limit),
                                 code="request_too_large"), "request_too_large")
 
+        def too_large():
+            return Refused(error(413, "Request body is larger than the limit of %d bytes." % limit, code="request_too_large"),
+                           "request_too_large")
+
         async def read():
             chunks, size = [], 0
             async for chunk in request.content.iter_any():
                 size += len(chunk)
                 if size > limit:
-                    raise Refused(error(413, "Request body is larger than the limit of %d bytes." % limit,
-                                        code="request_too_large"), "request_too_large")
+                    raise too_large()
                 chunks.append(chunk)
                 self.metrics.buffered += len(chunk)
             return b"".join(chunks)
+        if request.content.is_eof():
+            # The whole body came with the head: taken as it is (nothing to wait for, no timer to set).
+            body = request.content.read_nowait()
+            if len(body) > limit:
+                raise too_large()
+            self.metrics.buffered += len(body)
+            return body
         try:
             return await asyncio.wait_for(read(), self.config["body_timeout_s"])
         except asyncio.TimeoutError:
@@ -423,6 +745,16 @@ class FrontDoor:
         except (ValueError, UnicodeDecodeError):
             raise Refused(error(400, "The request body is not a JSON object with a string 'model'.", code="invalid_json"),
                           "invalid_json") from None
+
+    async def handle_api(self, request):
+        """The API port's one handler: an `Expect: 100-continue` answered first, as aiohttp's router would."""
+        expect = request.headers.get("Expect")
+        if expect and request.version == (1, 1):
+            if expect.lower() != "100-continue":
+                return error(417, "Unknown Expect: %s" % expect, code="expectation_failed")
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            request.writer.output_size = 0
+        return await self.handle(request)
 
     async def handle(self, request):
         started = time.monotonic()
@@ -494,8 +826,7 @@ class FrontDoor:
         return self.names[wanted]
 
     def forward_headers(self, request, identity, name=None):
-        headers = {k: v for k, v in request.headers.items()
-                   if k.lower() not in HOP and k.lower() != "authorization" and not identity_like(k)}
+        headers = {k: v for k, v in request.headers.items() if forwarded(k)}
         peer = request.remote or ""
         prior = request.headers.get("X-Forwarded-For")
         headers["X-Forwarded-For"] = prior + ", " + peer if prior else peer
@@ -515,23 +846,22 @@ class FrontDoor:
             urls = [backend["url"]] + ([backend["fallback_url"]] if backend.get("fallback_url") else [])
             for attempt, base in enumerate(urls):
                 try:
-                    upstream_cm = self.session.request(request.method, URL(base + path, encoded=True), headers=headers,
-                                                       data=body or None)
-                    upstream = await upstream_cm.__aenter__()
+                    upstream = await send(self.origins[base], request.method, path, headers, body,
+                                          self.config["connect_timeout_s"], self.config["read_timeout_s"])
                     break
-                except client_exceptions.ClientConnectorError as exc:
-                    # Nothing was answered: the next URL (the model's own Service behind its router) may take it.
-                    LOG.warning("model %s: backend %s failed before answering: %s", name, base, exc)
-                    if attempt == len(urls) - 1:
+                except BackendError as exc:
+                    if not exc.unsent or attempt == len(urls) - 1:
                         raise
+                    # Nothing was sent: the next URL (the model's own Service behind its router) may take it.
+                    LOG.warning("model %s: backend %s failed before answering: %s", name, base, exc)
             if slot is not None:
                 slot.release()  # the body is sent: its slot is free for the next large body
                 slot = None
             try:
                 return await self.relay(request, upstream, name)
             finally:
-                await upstream_cm.__aexit__(None, None, None)
-        except (client_exceptions.ClientError, asyncio.TimeoutError) as exc:
+                upstream.finish()
+        except BackendError as exc:
             LOG.warning("model %s: backend failed: %s", name, exc)
             return error(502, "The backend of model `%s` is not reachable." % name, kind="server_error", code="backend_unavailable")
         finally:
@@ -540,12 +870,13 @@ class FrontDoor:
             self.metrics.in_flight[name] -= 1
 
     async def relay(self, request, upstream, name):
-        headers = [(k, v) for k, v in upstream.headers.items() if k.lower() not in HOP]
+        headers = [(k, v) for k, v in upstream.headers if k.lower() not in HOP]
         if upstream.content_length is not None and upstream.content_length <= self.config["max_request_body_bytes"]:
             # A whole answer of known length (not a stream): read it, then send status, headers and body at once.
             raw = await upstream.read()
-            return web.Response(status=upstream.status, reason=upstream.reason, body=raw, headers=CIMultiDict(headers))
-        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+            return web.Response(status=upstream.status, reason=upstream.reason or None, body=raw,
+                                headers=CIMultiDict(headers))
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason or None)
         for key, value in headers:
             response.headers.add(key, value)
         if upstream.content_length is not None:
@@ -553,14 +884,17 @@ class FrontDoor:
         await response.prepare(request)
         # Each chunk is written as it arrives (SSE: one event at a time), never collected.
         try:
-            async for chunk in upstream.content.iter_any():
+            while True:
+                chunk = await upstream.piece()
+                if upstream.done:
+                    break  # the last piece goes out with the end of the answer, in one write
                 await response.write(chunk)
         except ConnectionResetError:
-            # The client left before the answer ended; leaving the upstream context closes the backend connection,
-            # and vLLM aborts the request.
+            # The client left before the answer ended; finish() closes the backend connection, and vLLM aborts the
+            # request.
             LOG.info("model %s: the client closed the connection before the answer ended", name)
             raise ClientGone(response, 499) from None
-        except (client_exceptions.ClientError, asyncio.TimeoutError) as exc:
+        except BackendError as exc:
             # The backend broke off an answer already begun: cutting the client's connection is the only way left to
             # say so (an OpenAI client then reports an incomplete answer rather than a short one).
             LOG.warning("model %s: the backend broke off the answer: %s", name, exc)
@@ -568,9 +902,12 @@ class FrontDoor:
                 request.transport.close()
             raise ClientGone(response, 502) from None
         try:
-            await response.write_eof()
+            await response.write_eof(chunk)
         except ConnectionResetError:
-            pass  # the whole answer was written; a client that closes after the last event ends normally
+            if chunk:
+                LOG.info("model %s: the client closed the connection before the answer ended", name)
+                raise ClientGone(response, 499) from None
+            # else the whole answer was written: a client that closes after the last event ends normally
         return response
 
     async def list_models(self, request):
@@ -579,9 +916,8 @@ class FrontDoor:
 
         async def one(backend):
             try:
-                async with self.session.get(backend["url"] + "/v1/models", headers=headers) as resp:
-                    return resp.status, await resp.read()
-            except (client_exceptions.ClientError, asyncio.TimeoutError) as exc:
+                return await self.fetch(backend["url"], "/v1/models", headers)
+            except BackendError as exc:
                 return None, str(exc).encode()
         answers = await asyncio.gather(*(one(b) for b in self.models.values()))
         data, seen = [], set()
@@ -624,52 +960,276 @@ def identity_like(name):
     return re.sub(r"[_.]", "-", name.lower()).startswith(IDENTITY)
 
 
-def apps(config, environ=os.environ):
-    """The API, auth and admin apps, sharing one FrontDoor."""
-    door = FrontDoor(config, environ)
+_FORWARDED = {}
+
+
+def forwarded(name):
+    """Whether a client's header goes on to the backend (not of one hop, not the key, not an identity); remembered for
+    the first names seen (clients send the same few), worked out each time for the others."""
+    kept = _FORWARDED.get(name)
+    if kept is None:
+        lower = name.lower()
+        kept = lower not in HOP and lower != "authorization" and not identity_like(name)
+        if len(_FORWARDED) < 1024:
+            _FORWARDED[name] = kept
+    return kept
+
+
+def apps(config, environ=None, worker=False):
+    """The API, auth and admin apps, sharing one FrontDoor (a worker's admin app is its supervisor's)."""
+    door = FrontDoor(config, environ, checks_health=not worker)
     # The body limit is enforced by read_body (OpenAI-style 413); aiohttp's own limit stays out of the way.
-    api = web.Application(client_max_size=config["max_request_body_bytes"] + 1)
-    api.cleanup_ctx.append(door.lifetime)
-    api.router.add_route("*", "/{tail:.*}", door.handle)
+    # Every path goes to one handler: aiohttp's low-level server, without an application's router (its route lookup cost
+    # a tenth of the work a request takes). The body limit is enforced by read_body (OpenAI-style 413).
+    api = web.Server(door.handle_api, access_log=None)
     auth = web.Application()
     auth.router.add_get("/auth", door.auth)
     auth.router.add_get(r"/error/{status:\d{3}}", door.error_page)
+    return door, api, auth, admin_app(door)
+
+
+def admin_app(view):
     admin = web.Application()
-    admin.router.add_get("/healthz", door.healthz)
-    admin.router.add_get("/readyz", door.readyz)
-    admin.router.add_get("/metrics", door.metrics_page)
-    return door, api, auth, admin
+    admin.router.add_get("/healthz", view.healthz)
+    admin.router.add_get("/readyz", view.readyz)
+    admin.router.add_get("/metrics", view.metrics_page)
+    return admin
 
 
-async def serve(config):
-    door, api, auth, admin = apps(config)
-    runners = []
-    for app, where in ((api, config["listen"]), (auth, config["auth"]), (admin, config["admin"])):
+async def start_site(app, where, config, reuse_port=None):
+    if isinstance(app, web.Server):
+        runner = web.ServerRunner(app, shutdown_timeout=float(config["drain_s"]))
+    else:
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=float(config["drain_s"]))
-        await runner.setup()
-        await web.TCPSite(runner, where["host"], int(where["port"])).start()
-        runners.append(runner)
-    LOG.info("listening on %s:%s (auth %s, admin %s), models %s", config["listen"]["host"], config["listen"]["port"],
-             config["auth"]["port"], config["admin"]["port"], ", ".join(sorted(config["models"])))
+    await runner.setup()
+    await web.TCPSite(runner, where["host"], int(where["port"]), reuse_port=reuse_port).start()
+    return runner
+
+
+def stop_on_signals():
     stopping = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, stopping.set)
+    return stopping
+
+
+async def serve(config, control=None):
+    """One process serving everything, or (control: its socket to the supervisor) a worker: API and auth ports only."""
+    door, api, auth, admin = apps(config, worker=control is not None)
+    stopping = stop_on_signals()
+    lifetime = contextlib.asynccontextmanager(door.lifetime)(None)
+    await lifetime.__aenter__()
+    runners = [await start_site(api, config["listen"], config, reuse_port=control is not None or None),
+               await start_site(auth, config["auth"], config, reuse_port=control is not None or None)]
+    if control is None:
+        runners.append(await start_site(admin, config["admin"], config))
+        answering = None
+    else:
+        answering = asyncio.create_task(answer_supervisor(door, control, stopping))
+    LOG.info("listening on %s:%s (auth %s, admin %s), models %s, event loop %s", config["listen"]["host"],
+             config["listen"]["port"], config["auth"]["port"], config["admin"]["port"], ", ".join(sorted(config["models"])),
+             type(asyncio.get_running_loop()).__module__)
     await stopping.wait()
     # SIGTERM (pod deletion, after the preStop pause): stop accepting on the API and auth ports, let answers in
     # progress finish within drain_s, then close; the admin port answers (readyz: draining) until the end.
     door.draining = True
     LOG.info("draining: %d requests in flight", door.in_flight_total)
     await asyncio.gather(*(runner.cleanup() for runner in runners[:2]))
-    await runners[2].cleanup()
+    for runner in runners[2:]:
+        await runner.cleanup()
+    if answering is not None:
+        answering.cancel()
+    await lifetime.__aexit__(None, None, None)
     LOG.info("drained")
 
 
+async def answer_supervisor(door, sock, stopping):
+    """A worker's side of its control socket: "ready" once it listens, then its metrics for each numbered question. The
+    supervisor gone (the socket closed): drain and exit."""
+    reader, writer = await asyncio.open_connection(sock=sock)
+    writer.write(b"ready\n")
+    while True:
+        line = await reader.readline()
+        if not line:
+            if not stopping.is_set():
+                LOG.warning("the supervisor is gone: draining")
+                stopping.set()
+            return
+        writer.write(json.dumps(dict(door.metrics.snapshot(), seq=int(line))).encode() + b"\n")
+
+
+class Worker:
+    """One worker process of the supervisor, and its control socket."""
+
+    START_S = 60
+
+    def __init__(self, index):
+        self.index, self.proc, self.reader, self.writer = index, None, None, None
+        self.last = None  # its last snapshot: what /metrics counts for it when it does not answer, or has ended
+        self.seq, self.started, self.lock = 0, 0.0, asyncio.Lock()
+
+    async def start(self, argv, env):
+        ours, theirs = socket.socketpair()
+        try:
+            self.proc = subprocess.Popen(argv + ["--worker", str(self.index), str(theirs.fileno())],
+                                         pass_fds=(theirs.fileno(),), env=env)
+        finally:
+            theirs.close()
+        self.started, self.last = time.monotonic(), None
+        self.reader, self.writer = await asyncio.open_connection(sock=ours)
+        try:
+            ready = await asyncio.wait_for(self.reader.readline(), self.START_S)
+        except asyncio.TimeoutError:
+            ready = b""
+        if ready != b"ready\n":
+            self.proc.kill()
+            raise RuntimeError("worker %d did not start (exit status %s)" % (self.index, self.proc.wait()))
+
+    async def snapshot(self, timeout):
+        """Its counters now (numbered questions: a late answer to an earlier one is skipped)."""
+        async with self.lock:
+            self.seq += 1
+            self.writer.write(b"%d\n" % self.seq)
+            async with asyncio.timeout(timeout):
+                while True:
+                    line = await self.reader.readline()
+                    if not line:
+                        raise ConnectionError("worker %d has gone" % self.index)
+                    answer = json.loads(line)
+                    if answer.pop("seq") == self.seq:
+                        self.last = answer
+                        return answer
+
+
+class Supervisor:
+    """`workers` worker processes on the API and auth ports; the admin port's one view of them all."""
+
+    ASK_S = 2.0
+
+    def __init__(self, config, path, environ=None):
+        environ = os.environ if environ is None else environ
+        self.config, self.draining = config, False
+        # Health checks of the backends, once for every worker; the models' names for the metrics.
+        self.door = FrontDoor(config, environ)
+        self.env = dict(environ)
+        # Workers must sign identities alike: without the cluster's key, one made here for all of them.
+        self.env["LLMSERVE_SIGNING_KEY"] = self.door.signing_key.decode()
+        self.argv = [sys.executable, os.path.abspath(__file__), path]
+        self.workers = [Worker(i) for i in range(int(config["workers"]))]
+        self.retired = Metrics(config["models"])  # the counters of workers that have ended
+
+    async def ask_all(self):
+        """How many workers answered within ASK_S (each answer updates its last snapshot)."""
+        answers = await asyncio.gather(*(w.snapshot(self.ASK_S) for w in self.workers if w.proc.poll() is None),
+                                       return_exceptions=True)
+        return sum(1 for a in answers if not isinstance(a, BaseException))
+
+    async def healthz(self, _request):
+        answered = await self.ask_all()
+        status = "ok" if answered == len(self.workers) else "unresponsive"
+        return web.json_response({"status": status, "backends": self.door.metrics.up, "workers": answered},
+                                 status=200 if status == "ok" else 503)
+
+    async def readyz(self, _request):
+        if self.draining:
+            return web.json_response({"status": "draining"}, status=503)
+        if not any(w.proc.poll() is None for w in self.workers):
+            return web.json_response({"status": "no worker"}, status=503)
+        return web.json_response({"status": "ready"})
+
+    async def metrics_page(self, _request):
+        await self.ask_all()
+        total = Metrics(self.config["models"])
+        total.add(self.retired.snapshot(), gauges=False)
+        for worker in self.workers:
+            if worker.last is not None:
+                total.add(worker.last)
+        total.up = self.door.metrics.up
+        return web.Response(text=total.render(), content_type="text/plain", charset="utf-8")
+
+    async def restart(self, worker):
+        """A worker that ended (not asked to): its counters kept, a new one in its place (a second's pause when it
+        ended young, so that a crash at start does not loop hot)."""
+        LOG.warning("worker %d ended (exit status %s): starting it again", worker.index, worker.proc.returncode)
+        if worker.last is not None:
+            self.retired.add(worker.last, gauges=False)
+        worker.last = None
+        if time.monotonic() - worker.started < 10:
+            await asyncio.sleep(1)
+        while not self.draining:
+            try:
+                await worker.start(self.argv, self.env)
+                return
+            except (OSError, RuntimeError) as exc:
+                LOG.error("%s; trying again", exc)
+                await asyncio.sleep(1)
+
+    async def run(self):
+        stopping = stop_on_signals()
+        try:
+            await asyncio.gather(*(w.start(self.argv, self.env) for w in self.workers))
+        except (OSError, RuntimeError) as exc:
+            for worker in self.workers:
+                if worker.proc is not None and worker.proc.poll() is None:
+                    worker.proc.kill()
+            raise SystemExit("the front door's workers did not start: %s" % exc) from None
+        lifetime = contextlib.asynccontextmanager(self.door.lifetime)(None)
+        await lifetime.__aenter__()
+        admin = await start_site(admin_app(self), self.config["admin"], self.config)
+        LOG.info("%d workers on %s:%s (auth %s), admin %s", len(self.workers), self.config["listen"]["host"],
+                 self.config["listen"]["port"], self.config["auth"]["port"], self.config["admin"]["port"])
+        restarting = {}
+        while not stopping.is_set():
+            for worker in self.workers:
+                if worker.proc.poll() is not None and worker.index not in restarting:
+                    restarting[worker.index] = asyncio.create_task(self.restart(worker))
+            restarting = {i: t for i, t in restarting.items() if not t.done()}
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stopping.wait(), 0.5)
+        # SIGTERM: every worker drains (its API and auth ports close, answers in progress finish); the admin port
+        # answers (readyz: draining, metrics of the draining workers) until the last has exited.
+        self.draining = self.door.draining = True
+        for task in restarting.values():
+            task.cancel()
+        LOG.info("draining %d workers", len(self.workers))
+        for worker in self.workers:
+            if worker.proc.poll() is None:
+                worker.proc.send_signal(signal.SIGTERM)
+        while any(w.proc.poll() is None for w in self.workers):
+            await asyncio.sleep(0.2)
+        await admin.cleanup()
+        await lifetime.__aexit__(None, None, None)
+        LOG.info("drained")
+
+
 def main(argv):
-    logging.basicConfig(level=os.environ.get("LLMSERVE_FRONTDOOR_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(message)s")
-    if len(argv) != 2:
+    worker = argv[2:3] == ["--worker"] and len(argv) == 5
+    logging.basicConfig(level=os.environ.get("LLMSERVE_FRONTDOOR_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s " + ("worker %s " % argv[3] if worker else "") + "%(message)s")
+    if len(argv) != 2 and not worker:
         raise SystemExit("usage: %s CONFIG.json" % argv[0])
     config = load_config(argv[1])
-    asyncio.run(serve(config))
+    if worker:
+        # Its part of the pod's bounds (rounded up), so that all workers together hold what the config allows.
+        for cap in ("max_in_flight", "large_body_slots"):
+            config[cap] = -(-int(config[cap]) // config["workers"])
+        work = serve(config, control=socket.socket(fileno=int(argv[4])))
+    elif config["workers"] > 1:
+        work = Supervisor(config, argv[1]).run()
+    else:
+        work = serve(config)
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        runner.run(work)
+
+
+def event_loop_factory():
+    """uvloop's event loop when it is importable (the vLLM image has it): its transports and timers cost a fraction of
+    asyncio's own on every request. None: asyncio's default loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 if __name__ == "__main__":

@@ -97,6 +97,18 @@ class FrontDoor(contextlib.AbstractContextManager):
         self.__exit__(None, None, None)
         raise RuntimeError("front door not ready in %ss:\n%s" % (self.ready_timeout_s, self.log.read_text()[-3000:]))
 
+    def children(self):
+        """Process ids whose parent is the front door (its workers, when config workers > 1)."""
+        found = []
+        for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if self.proc and int(fields[1]) == self.proc.pid and fields[0] != "Z":
+                found.append(int(stat.parent.name))
+        return found
+
     def terminate(self):
         """SIGTERM alone, as the kubelet sends it after the preStop pause; the process drains and exits."""
         os.killpg(self.proc.pid, signal.SIGTERM)

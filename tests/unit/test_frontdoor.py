@@ -622,3 +622,32 @@ def test_the_large_body_scanner_finds_what_json_finds():
         assert got == expected, raw
         checked += 1
     assert checked == 3000
+
+
+def test_several_workers_share_the_ports_and_one_admin_view(backends):
+    """workers: 2 runs two processes on the API and auth ports under a supervisor that holds the admin port: both
+    take requests, /metrics sums them, /healthz answers, SIGTERM lets a stream in progress finish and all exit."""
+    with FrontDoor(door_config(backends, workers=2), identities=identities_file(KEYS)) as door:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len(door.children()) < 2:
+            time.sleep(0.2)
+        assert len(door.children()) == 2, door.log.read_text()[-2000:]
+        before = sum(int(v) for v in re.findall(r'requests_total\{model="tiny-a",code="200"\} (\d+)', door.metrics()))
+        for dummy in range(30):
+            assert call(door, "POST", "/v1/completions", b'{"model": "tiny-a"}')[0] == 200
+            assert auth(door, {"Authorization": "Bearer " + KEY})[0] == 200
+        time.sleep(1.5)
+        after = sum(int(v) for v in re.findall(r'requests_total\{model="tiny-a",code="200"\} (\d+)', door.metrics()))
+        assert after - before == 30
+        with urllib.request.urlopen(door.admin_url + "/healthz", timeout=5) as resp:
+            assert resp.status == 200
+        conn = http.client.HTTPConnection(door.config["listen"]["host"], door.config["listen"]["port"], timeout=30)
+        conn.request("POST", "/v1/completions", body=b'{"model": "tiny-a", "stream": true, "events": 10}', headers=AUTH)
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.readline().startswith(b"data: ")
+        door.terminate()
+        rest = resp.read()
+        assert rest.endswith(b"data: [DONE]\n\n"), rest[-200:]
+        conn.close()
+        door.proc.wait(timeout=20)
+        assert door.proc.returncode == 0 and not door.children(), door.log.read_text()[-2000:]

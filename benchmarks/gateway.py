@@ -13,15 +13,17 @@ the POST body and the headers), every case of one row group run back to back and
                         before each request it sends the front door
 at concurrency 1, 16 and 64 (wrk connections, keep-alive), whole and streamed answers: requests/s, p50 and p99, the
 p50 added to direct, requests/s against the router's, and the CPU time the proxy spends per request (all its
-processes: steadier than requests/s on a shared machine). The backend's own CPU is printed too: it must stay well
-under one core, or the backend and not the proxy is what is measured.
+processes: steadier than requests/s on a shared machine). The backend's and wrk's own CPU are printed too: they
+must stay well under one core, or they and not the proxy are what is measured. Every process's log stays in
+build/benchmarks/gateway/.
 
 Targets (issue 15): the front door's p50 overhead at concurrency 1 under 2 ms with authentication on; its requests/s
 at concurrency 64 at least 0.8 of the router's.
 
-Compare front doors in the same run (before/after a change): --door LABEL=PATH[:WORKERS] (repeatable) runs that
-script as another case; --workers 1,2 runs the checkout's front door with each worker count; --cpu-limit 1 puts
-every front door into a cgroup with a 1-CPU quota (a pod's `limits.cpu: 1`).
+The checkout's front door runs with 1 worker (the default of ingress_frontdoor_workers) and with 2 (--workers: other
+counts; --workers '' for the rendered config's own). Compare front doors in the same run (before/after a change):
+--door LABEL=PATH[:WORKERS] (repeatable) runs that script as another case; --cpu-limit 1 puts every front door into
+a cgroup with a 1-CPU quota (a pod's `limits.cpu: 1`).
 
 Run: make benchmarks, or .venv/bin/python benchmarks/gateway.py [--rounds 3] [--duration 3] [--concurrency 1,16,64]
 """
@@ -36,6 +38,7 @@ import os
 import pathlib
 import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -483,7 +486,7 @@ def report(results, cases, auth_cases, args):
                         verdicts.append(("%s, %s: p50 added at concurrency 1" % (case.label, tag), "%.2f ms" % added,
                                          "< 2 ms", added < 2.0))
                     if concurrency == 64:
-                        verdicts.append(("%s, %s: req/s at concurrency 64 / router's" % (case.label, tag), "%.2f" % ratio,
+                        verdicts.append(("%s, %s: req/s at concurrency 64 / router's" % (case.label, tag), "%.3f" % ratio,
                                          ">= 0.8", ratio >= 0.8))
             print()
     for concurrency in args.concurrency:
@@ -505,8 +508,9 @@ def main(argv=None):
     parser.add_argument("--duration", type=int, default=3, help="seconds of each wrk run")
     parser.add_argument("--concurrency", type=lambda s: [int(c) for c in s.split(",")], default=[1, 16, 64])
     parser.add_argument("--answers", type=lambda s: s.split(","), default=["whole", "stream"])
-    parser.add_argument("--workers", type=lambda s: [int(c) for c in s.split(",")], default=None,
-                        help="run the checkout's front door with each of these worker counts (e.g. 1,2)")
+    parser.add_argument("--workers", type=lambda s: [int(c) for c in s.split(",") if c], default=[1, 2],
+                        help="run the checkout's front door with each of these worker counts (default: 1,2; an empty "
+                             "value: the rendered config's own)")
     parser.add_argument("--door", action="append", default=[], metavar="LABEL=PATH[:WORKERS]",
                         help="another front door script to compare in the same run")
     parser.add_argument("--cpu-limit", type=float, default=0, help="put the front doors in a cgroup with this CPU quota")
@@ -522,6 +526,8 @@ def main(argv=None):
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is missing: apt-get install wrk (make benchmarks installs it)")
     sys.path.insert(0, str(ROOT / "tests" / "lib"))
+    # SIGTERM ends the run like Ctrl-C: every process it started is stopped, every cgroup it made removed.
+    signal.signal(signal.SIGTERM, lambda *dummy: sys.exit(143))
     with contextlib.ExitStack() as stack:
         run(args, stack)
 

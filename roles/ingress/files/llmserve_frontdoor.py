@@ -199,10 +199,10 @@ def top_level_model(body):
 
 
 # -- backends: a lean HTTP/1.1 client --------------------------------------------------------------------------------
-# aiohttp's client costs about 80 us of CPU a request (cookies, tracing, timers per read, a payload object, a task per
-# body); the backends are our own (vLLM, vllm-router): plain HTTP/1.1 with keep-alive is all they need.
-# Idle connections are reused for this long, below vLLM's own keep-alive (uvicorn's 5 s), so that a request is never
-# sent on a connection the backend is closing; older ones are closed.
+# aiohttp's client cost about 80 us of CPU a request here (cookies, tracing, a timer per read, a payload object); the
+# backends are our own (vLLM, vllm-router): plain HTTP/1.1 with keep-alive is all they need.
+# Idle connections are reused for this long, below vLLM's own keep-alive (uvicorn closes them after 5 s), so that a
+# request is not sent on a connection the backend is about to close; older ones are closed.
 KEEPALIVE_S = 4.0
 HEAD_LIMIT = 65536
 NO_BODY = (204, 304)
@@ -254,7 +254,8 @@ class Origin:
             transport, dummy = await asyncio.wait_for(loop.create_connection(
                 lambda: protocol, self.host, self.port, ssl=self.ssl), timeout)
         except (OSError, asyncio.TimeoutError) as exc:
-            raise BackendError("cannot connect to %s:%s: %s" % (self.host, self.port, exc or "timed out"), unsent=True) from None
+            raise BackendError("cannot connect to %s:%s: %s" % (self.host, self.port, str(exc) or "timed out"),
+                               unsent=True) from None
         return reader, asyncio.StreamWriter(transport, protocol, reader, loop), False
 
     def sweep(self):

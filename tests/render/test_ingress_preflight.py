@@ -27,6 +27,7 @@ CASES = {
     "frontdoor-answer-short": ({"ingress_max_answer_s": 30}, "ingress_frontdoor_read_timeout_s (600)"),
     "frontdoor-small-body-large": ({"ingress_frontdoor_small_body_bytes": 20971520}, "ingress_frontdoor_small_body_bytes"),
     "frontdoor-slots-zero": ({"ingress_frontdoor_large_body_slots": 0}, "ingress_frontdoor_large_body_slots"),
+    "frontdoor-workers-zero": ({"ingress_frontdoor_workers": 0}, "ingress_frontdoor_workers 0 (1 to 64)"),
     "allow-list-range": ({"ingress_ip_allow_list": ["10.0.0.0/8", "10.1.2.300/24"]}, "10.1.2.300/24"),
     "trusted-ip-host-bits": ({"ingress_trusted_ips": ["192.0.2.1/24"]}, "ingress_trusted_ips"),
     "cert-manager-no-issuer": ({"llmserve_ingress_tls_mode": "cert-manager"}, "ingress_cert_manager_issuer"),

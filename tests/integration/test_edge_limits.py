@@ -191,7 +191,8 @@ def readiness_timeout_s(bundle):
 def test_sixteen_10mib_bodies_stay_within_the_memory_limit_with_health_answering(limited_bundle, serving_logs):
     """The rendered front door alone (the config and memory limit of the bundle), 16 concurrent 10 MiB bodies of
     many small JSON objects (the costliest to parse) from 16 identities: its peak resident memory stays below the
-    rendered limit with margin, /healthz, probed from another process, answers well inside the rendered readiness timeout throughout, and every body is routed by its model."""
+    rendered limit with margin, /healthz (probed from another process) answers well inside the rendered readiness
+    timeout throughout, and every body is routed by its model."""
     config_limit = json.loads(find(limited_bundle, "ConfigMap", "llmserve-frontdoor")[0]["data"]["config.json"])
     size = config_limit["max_request_body_bytes"]
     items = b",".join([b'{"a":1}'] * ((size - 100) // 8))

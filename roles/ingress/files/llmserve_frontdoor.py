@@ -38,6 +38,7 @@ Secrets come from the environment (LLMSERVE_INTERNAL_KEY, LLMSERVE_SIGNING_KEY) 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import hmac
@@ -59,6 +60,8 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 LOG = logging.getLogger("llmserve-frontdoor")
+# One JSON line per request (config usage.log): who, which model, the status and the tokens.
+USAGE_LOG = logging.getLogger("llmserve-usage")
 # Headers of one hop (RFC 9110 7.6.1) and the ones aiohttp writes itself.
 HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
        "transfer-encoding", "upgrade", "host", "content-length"}
@@ -82,6 +85,7 @@ STRING_RUN = re.compile(rb'[^"\\]*(?:\\.[^"\\]*){0,64}', re.DOTALL)
 KEY_COLON = re.compile(rb'\s*:')
 VALUE_QUOTE = re.compile(rb'\s*"')
 VALUE_NULL = re.compile(rb'\s*null\b')
+TRUE_VALUE = re.compile(rb'\s*true\b')
 SCAN_STEPS = 1024
 
 DEFAULTS = {"listen": {"host": "0.0.0.0", "port": 8080}, "auth": {"host": "0.0.0.0", "port": 8081},
@@ -122,7 +126,28 @@ def load_config(path):
         raise SystemExit("%s: auth_mode must be api-key, basic, forward or none" % path)
     if not isinstance(config["workers"], int) or isinstance(config["workers"], bool) or not 1 <= config["workers"] <= 64:
         raise SystemExit("%s: workers must be a whole number from 1 to 64" % path)
+    check_quotas(path, config.get("quotas"))
     return config
+
+
+def check_quotas(path, quotas):
+    """SystemExit naming the field when the quotas section is wrong (the ingress role checks it before rendering)."""
+    if quotas is None:
+        return
+    if not isinstance(quotas, dict) or not isinstance(quotas.get("rules"), list) \
+            or not isinstance(quotas.get("redis"), dict) or not quotas["redis"].get("host"):
+        raise SystemExit("%s: quotas must be {rules: [...], redis: {host, port, db, timeout_s}, on_redis_error}" % path)
+    if quotas.get("on_redis_error", "allow") not in ("allow", "deny"):
+        raise SystemExit("%s: quotas.on_redis_error must be allow or deny" % path)
+    for index, rule in enumerate(quotas["rules"]):
+        if not isinstance(rule, dict) or not (rule.get("default") or rule.get("group")):
+            raise SystemExit("%s: quotas.rules[%d] must name a group (or be the default)" % (path, index))
+        if rule.get("per", "user") not in ("user", "group"):
+            raise SystemExit("%s: quotas.rules[%d].per must be user or group" % (path, index))
+        for limit in LIMITS:
+            value = rule.get(limit)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+                raise SystemExit("%s: quotas.rules[%d].%s must be a whole number, 0 or more" % (path, index, limit))
 
 
 def load_identities(path):
@@ -159,15 +184,22 @@ def _string_end(body, pos):
 
 
 def top_level_model(body):
-    """The top-level "model" of a JSON object body without building the document (None when absent).
+    """The top-level "model" of a JSON object body without building the document (None when absent): a generator that
+    yields every few thousand steps, so that the event loop runs between them; the model is its return value.
+    ValueError when the body is not a JSON object or its model is not a string."""
+    fields = yield from top_level_fields(body)
+    return fields[0]
 
-    ValueError when the body is not a JSON object or its model is not a string. A generator that yields every few
-    thousand steps, so that the event loop runs between them; the model is its return value.
-    """
+
+def top_level_fields(body):
+    """(model, stream, include_usage) of a JSON object body without building the document, as top_level_model scans:
+    the top-level "model" (None when absent), whether "stream" is true, and whether "stream_options" holds
+    "include_usage": true (the last of a repeated key counts, as json.loads reads it)."""
     start = len(body) - len(body.lstrip())
     if body[start:start + 1] != b"{":
         raise ValueError("not a JSON object")
-    depth, found, pos, steps = 0, None, start, 0
+    depth, found, stream, include, pos, steps = 0, None, False, False, start, 0
+    options_next = in_options = False  # the next { opens stream_options; inside it (depth 2)
     while True:
         token = OUTSIDE.search(body, pos)
         if token is None:
@@ -175,10 +207,17 @@ def top_level_model(body):
         char, pos = body[token.start()], token.end()
         if char == 0x22:  # a string: a key when a ':' follows
             pos = yield from _string_end(body, pos)
-            colon = KEY_COLON.match(body, pos) if depth == 1 else None
+            colon = KEY_COLON.match(body, pos) if depth == 1 or (depth == 2 and in_options) else None
             if colon:
-                key = body[token.start():pos]
-                if key == b'"model"' or (b"\\" in key and json.loads(key) == "model"):
+                key = body[token.start() + 1:pos - 1]
+                if b"\\" in key:
+                    key = json.loads(body[token.start():pos]).encode("utf-8", "surrogatepass")
+                if depth == 2:
+                    if key == b"include_usage":
+                        include = TRUE_VALUE.match(body, colon.end()) is not None
+                    continue
+                options_next = False
+                if key == b"model":
                     quote = VALUE_QUOTE.match(body, colon.end())
                     if quote is None:
                         if not VALUE_NULL.match(body, colon.end()):
@@ -187,12 +226,19 @@ def top_level_model(body):
                         continue
                     pos = yield from _string_end(body, quote.end())
                     found = json.loads(body[quote.end() - 1:pos])
+                elif key == b"stream":
+                    stream = TRUE_VALUE.match(body, colon.end()) is not None
+                elif key == b"stream_options":
+                    include, options_next = False, True
         elif char in (0x7B, 0x5B):  # { [
             depth += 1
+            in_options, options_next = depth == 2 and char == 0x7B and options_next, False
         else:
             depth -= 1
+            if depth < 2:
+                in_options = False
             if depth == 0:
-                return found
+                return found, stream, include
         steps += 1
         if steps % SCAN_STEPS == 0:
             yield
@@ -455,16 +501,415 @@ async def send(origin, method, path, headers, body, connect_timeout, read_timeou
     return answer
 
 
+# -- usage and quotas ------------------------------------------------------------------------------------------------
+# Tokens are counted from what vLLM reports: a whole answer's "usage", a stream's final usage chunk (asked for by the
+# gateway when the client did not, and then taken out of the stream). Quotas are counted in Redis, so that every
+# replica and worker counts together and the counts outlive a restart.
+USAGE_KEY = b'"usage":'
+INCLUDE_USAGE = b',"stream_options":{"include_usage":true}}'
+STREAMED_USAGE = ("chat/completions", "completions")  # the endpoints whose streams take stream_options
+LIMITS = ("tokens_per_day", "tokens_per_hour", "requests_per_minute", "in_flight")
+DAY_S, HOUR_S, MINUTE_S = 86400, 3600, 60
+
+# Admission, in one round trip and atomic: every rule of the identity is checked before any counter moves. KEYS: per
+# rule its tokens-of-the-day, tokens-of-the-hour, requests-of-the-minute and in-flight keys. ARGV: now (ms), the
+# request's id, when its in-flight entry expires (ms), whether to only look (1) or admit (0), then per rule its four
+# limits (-1: none). Answer: {index of the rule that refuses, the limit} or {-1, ""}.
+ADMIT = """
+local now, id, expiry, dry = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), ARGV[4] == '1'
+local n = #KEYS / 4
+for i = 0, n - 1 do
+  local k, a = i * 4, 4 + i * 4
+  local day, hour, rpm, flight = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
+  if day >= 0 and tonumber(redis.call('GET', KEYS[k + 1]) or '0') >= day then return {i, 'tokens_per_day'} end
+  if hour >= 0 and tonumber(redis.call('GET', KEYS[k + 2]) or '0') >= hour then return {i, 'tokens_per_hour'} end
+  if rpm >= 0 and tonumber(redis.call('GET', KEYS[k + 3]) or '0') >= rpm then return {i, 'requests_per_minute'} end
+  if flight >= 0 then
+    redis.call('ZREMRANGEBYSCORE', KEYS[k + 4], '-inf', now)
+    if redis.call('ZCARD', KEYS[k + 4]) >= flight then return {i, 'in_flight'} end
+  end
+end
+if dry then return {-1, ''} end
+for i = 0, n - 1 do
+  local k, a = i * 4, 4 + i * 4
+  if tonumber(ARGV[a + 3]) >= 0 then
+    redis.call('INCR', KEYS[k + 3])
+    redis.call('EXPIRE', KEYS[k + 3], 120)
+  end
+  if tonumber(ARGV[a + 4]) >= 0 then
+    redis.call('ZADD', KEYS[k + 4], expiry, id)
+    redis.call('PEXPIRE', KEYS[k + 4], expiry - now)
+  end
+end
+return {-1, ''}
+"""
+ADMIT_SHA = hashlib.sha1(ADMIT.encode()).hexdigest()
+
+
+class StoreError(Exception):
+    """Redis could not be reached, or did not answer in time."""
+
+
+class RedisClient:
+    """A Redis connection (RESP2 over asyncio streams, no client library in the image): commands are written as they
+    come and their replies matched in order (pipelining), so that concurrent requests share one connection. After a
+    failure it connects again on demand, at most once a second; until then a call fails at once."""
+
+    RETRY_S = 1.0
+
+    def __init__(self, host, port, db=0, password="", timeout_s=0.5):
+        self.host, self.port, self.db, self.password, self.timeout_s = host, int(port), int(db), password, float(timeout_s)
+        self.reader = self.writer = self.task = self.connecting = None
+        self.pending = collections.deque()
+        self.failed_at = -self.RETRY_S
+
+    @staticmethod
+    def encode(command):
+        parts = [b"*%d\r\n" % len(command)]
+        for arg in command:
+            data = arg if isinstance(arg, bytes) else str(arg).encode("utf-8", "surrogateescape")
+            parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+        return b"".join(parts)
+
+    @staticmethod
+    async def reply(reader):
+        line = await reader.readline()
+        if not line.endswith(b"\r\n"):
+            raise ConnectionError("Redis closed the connection")
+        kind, rest = line[:1], line[1:-2]
+        if kind == b"+":
+            return rest.decode()
+        if kind == b"-":
+            return ReplyError(rest.decode("utf-8", "replace"))
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            size = int(rest)
+            return None if size < 0 else (await reader.readexactly(size + 2))[:-2].decode("utf-8", "replace")
+        if kind == b"*":
+            size = int(rest)
+            return None if size < 0 else [await RedisClient.reply(reader) for dummy in range(size)]
+        raise ConnectionError("not a Redis reply")
+
+    async def _connect(self):
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        hello = ([("AUTH", self.password)] if self.password else []) + ([("SELECT", self.db)] if self.db else [])
+        writer.write(b"".join(self.encode(c) for c in hello))
+        for command in hello:
+            answer = await self.reply(reader)
+            if isinstance(answer, ReplyError):
+                writer.close()
+                raise ConnectionError("Redis refused %s: %s" % (command[0], answer))
+        self.reader, self.writer = reader, writer
+        self.task = asyncio.create_task(self._read_replies(reader))
+
+    async def _read_replies(self, reader):
+        try:
+            while True:
+                answer = await self.reply(reader)
+                future = self.pending.popleft()
+                if not future.done():
+                    future.set_result(answer)
+        except (OSError, asyncio.IncompleteReadError, ConnectionError, ValueError, IndexError) as exc:
+            self.reset(exc)
+
+    def reset(self, exc=None):
+        """Close the connection; every command waiting fails (the next call connects again)."""
+        if self.writer is not None:
+            self.writer.transport.abort()
+        if self.task is not None and self.task is not asyncio.current_task():
+            self.task.cancel()
+        self.reader = self.writer = self.task = None
+        pending, self.pending = self.pending, collections.deque()
+        for future in pending:
+            if not future.done():
+                future.set_exception(StoreError("Redis connection lost: %s" % (exc or "closed")))
+        self.failed_at = time.monotonic()
+
+    async def call(self, *commands):
+        """The replies of the commands (each a tuple), sent in one write; StoreError when Redis is not reachable or
+        slower than timeout_s. An error reply comes back as a ReplyError in its place."""
+        if self.writer is None:
+            if time.monotonic() - self.failed_at < self.RETRY_S:
+                raise StoreError("Redis was unreachable less than %.0fs ago" % self.RETRY_S)
+            if self.connecting is None:
+                self.connecting = asyncio.ensure_future(asyncio.wait_for(self._connect(), self.timeout_s))
+            connecting = self.connecting
+            try:
+                await asyncio.shield(connecting)
+            except (OSError, asyncio.TimeoutError, ConnectionError) as exc:
+                self.failed_at = time.monotonic()
+                raise StoreError("cannot connect to Redis at %s:%d: %s" % (self.host, self.port, exc or "timed out")) from None
+            finally:
+                if self.connecting is connecting:
+                    self.connecting = None
+            if self.writer is None:
+                raise StoreError("Redis connection lost")
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for dummy in commands]
+        self.pending.extend(futures)
+        self.writer.write(b"".join(self.encode(c) for c in commands))
+        try:
+            return await asyncio.wait_for(asyncio.gather(*futures), self.timeout_s)
+        except asyncio.TimeoutError:
+            self.reset("no answer within %ss" % self.timeout_s)
+            raise StoreError("Redis did not answer within %ss" % self.timeout_s) from None
+
+    def close(self):
+        self.reset()
+
+
+class ReplyError(str):
+    """An error reply of Redis (a string)."""
+
+
+def window_left(now, size):
+    """Seconds until the calendar window of `size` seconds (UTC) that holds `now` ends."""
+    return int(size - now % size) or size
+
+
+class Quotas:
+    """The quota rules of the config, their counters in Redis, and what happens when Redis cannot be reached."""
+
+    def __init__(self, config, password, metrics):
+        self.metrics = metrics
+        metrics.store_up = 1
+        self.rules = [r for r in config["rules"] if not r.get("default")]
+        self.default = [r for r in config["rules"] if r.get("default")]
+        self.by_group = {r["group"]: r for r in self.rules}
+        self.on_error = config.get("on_redis_error", "allow")
+        redis = config["redis"]
+        self.redis = RedisClient(redis["host"], redis.get("port", 6379), redis.get("db", 0), password, redis.get("timeout_s", 0.5))
+        self.expire_s = 900  # an in-flight entry's life when its release never comes (the gateway died)
+
+    def rules_of(self, groups):
+        """Every rule that binds an identity: the rule of each of its groups that has one, else the default."""
+        found = [self.by_group[g] for g in groups if g in self.by_group]
+        return found or self.default
+
+    @staticmethod
+    def subject(rule, user):
+        group = "" if rule.get("default") else rule["group"]
+        return "llmserve:quota:" + (("g:" + group) if rule.get("per") == "group" else ("u:%s:%s" % (group, user)))
+
+    def keys(self, rules, user, now):
+        day, hour, minute = int(now // DAY_S), int(now // HOUR_S), int(now // MINUTE_S)
+        keys = []
+        for rule in rules:
+            base = self.subject(rule, user)
+            keys += ["%s:tokens:d%d" % (base, day), "%s:tokens:h%d" % (base, hour), "%s:requests:m%d" % (base, minute),
+                     "%s:in_flight" % base]
+        return keys
+
+    async def _eval(self, keys, args):
+        (answer,) = await self.redis.call(("EVALSHA", ADMIT_SHA, len(keys), *keys, *args))
+        if isinstance(answer, ReplyError) and answer.startswith("NOSCRIPT"):
+            (answer,) = await self.redis.call(("EVAL", ADMIT, len(keys), *keys, *args))
+        if isinstance(answer, ReplyError):
+            raise StoreError("Redis refused the quota script: %s" % answer)
+        return answer
+
+    async def check(self, user, groups, ticket_id, dry=False):
+        """None when the identity may go on (and, unless dry, its request is counted in), else (rule, limit, retry
+        after s). StoreError when Redis cannot say."""
+        rules = self.rules_of(groups)
+        if not rules:
+            return None
+        now = time.time()
+        args = [int(now * 1000), ticket_id, int((now + self.expire_s) * 1000), int(dry)]
+        for rule in rules:
+            args += [int(rule[limit]) if rule.get(limit) is not None else -1 for limit in LIMITS]
+        try:
+            index, limit = await self._eval(self.keys(rules, user, now), args)
+        except StoreError:
+            self.failed()
+            raise
+        self.metrics.store_up = 1
+        if index < 0:
+            return None
+        retry = {"tokens_per_day": window_left(now, DAY_S), "tokens_per_hour": window_left(now, HOUR_S),
+                 "requests_per_minute": window_left(now, MINUTE_S), "in_flight": 1}[limit]
+        return rules[index], limit, retry
+
+    async def record(self, user, groups, ticket_id, tokens, admitted):
+        """Add an answer's tokens to every rule of the identity and free its in-flight place."""
+        rules = self.rules_of(groups)
+        now = time.time()
+        keys = self.keys(rules, user, now)
+        commands = []
+        for i, rule in enumerate(rules):
+            if tokens and (rule.get("tokens_per_day") is not None or rule.get("tokens_per_hour") is not None):
+                commands += [("INCRBY", keys[4 * i], tokens), ("EXPIRE", keys[4 * i], 2 * DAY_S),
+                             ("INCRBY", keys[4 * i + 1], tokens), ("EXPIRE", keys[4 * i + 1], 2 * HOUR_S)]
+            if admitted and rule.get("in_flight") is not None:
+                commands.append(("ZREM", keys[4 * i + 3], ticket_id))
+        if not commands:
+            return
+        try:
+            await self.redis.call(*commands)
+            self.metrics.store_up = 1
+        except StoreError as exc:
+            self.failed()
+            LOG.warning("quota store: %s tokens of %s not counted: %s", tokens, user, exc)
+
+    def failed(self):
+        self.metrics.store_up = 0
+        self.metrics.store_errors += 1
+
+    async def ping(self):
+        try:
+            (answer,) = await self.redis.call(("PING",))
+            self.metrics.store_up = int(answer == "PONG")
+        except StoreError:
+            self.failed()
+
+
+class Account:
+    """One request's usage: who, which model (as the client named it), the tokens vLLM reported, and its quota ticket."""
+
+    __slots__ = ("user", "groups", "group", "model", "prompt", "completion", "strip", "ticket", "admitted", "settled")
+
+    def __init__(self, user, groups):
+        self.user, self.groups = user, groups
+        self.group = groups[0] if groups else ""
+        self.model, self.prompt, self.completion = "", 0, 0
+        self.strip = self.admitted = self.settled = False
+        self.ticket = None
+
+    def take(self, usage):
+        if isinstance(usage, dict):
+            prompt = usage.get("prompt_tokens", usage.get("input_tokens", 0))
+            completion = usage.get("completion_tokens", usage.get("output_tokens", 0))
+            if isinstance(prompt, int) and isinstance(completion, int):
+                self.prompt, self.completion = max(prompt, 0), max(completion or 0, 0)
+
+
+def usage_of_answer(raw):
+    """The top-level "usage" object of a whole JSON answer, found from its end (vLLM writes it after the choices or the
+    embeddings, so that the answer is not parsed whole); None when it has none. A "usage": inside a string would be
+    escaped (\\"usage\\":), so the last unescaped one preceded by , or { is the object's own."""
+    pos = len(raw)
+    while True:
+        pos = raw.rfind(USAGE_KEY, 0, pos)
+        if pos < 0:
+            return None
+        before = raw[:pos].rstrip()[-1:]
+        if before in (b",", b"{"):
+            try:
+                value, dummy = json.JSONDecoder().raw_decode(raw[pos + len(USAGE_KEY):].decode("utf-8", "replace").lstrip())
+            except ValueError:
+                return None
+            return value if isinstance(value, dict) else None
+
+
+def event_data(event):
+    """The JSON of an SSE event's data lines, or None."""
+    lines = [line[5:].strip() for line in event.split(b"\n") if line.startswith(b"data:")]
+    try:
+        return json.loads(b"\n".join(lines)) if lines else None
+    except ValueError:
+        return None
+
+
+def terminal(event):
+    """A stream chunk that finishes a choice (vLLM then stamps the system fingerprint on it)."""
+    return b'"finish_reason":' in event and b'"finish_reason":null' not in event
+
+
+class UsageStream:
+    """An SSE answer passing through: the usage of its usage chunk taken into the account; when the gateway asked for
+    that chunk (account.strip), it is taken out, and the chunks that finish a choice, held from the first of them until
+    it, get the system fingerprint vLLM put on the usage chunk instead: the client gets the stream it asked for."""
+
+    def __init__(self, account):
+        self.account, self.buffer, self.held = account, b"", []
+
+    def feed(self, data):
+        self.buffer += data
+        out = []
+        while True:
+            end = self.buffer.find(b"\n\n")
+            if end < 0:
+                break
+            event, self.buffer = self.buffer[:end + 2], self.buffer[end + 2:]
+            out.append(self.event(event))
+        return b"".join(out)
+
+    def event(self, event):
+        if USAGE_KEY + b"{" in event:
+            doc = event_data(event)
+            if isinstance(doc, dict):
+                self.account.take(doc.get("usage") or (doc.get("response") or {}).get("usage"))
+                if self.account.strip and doc.get("choices") == []:
+                    fingerprint = doc.get("system_fingerprint")
+                    held, self.held = self.held, []
+                    return b"".join(stamped(e, fingerprint) if fingerprint and terminal(e) else e for e in held)
+        if self.account.strip and (self.held or terminal(event)):
+            self.held.append(event)
+            return b""
+        return event
+
+    def end(self):
+        held, self.held, rest, self.buffer = self.held, [], self.buffer, b""
+        return b"".join(held) + rest
+
+
+def stamped(event, fingerprint):
+    """The chunk with "system_fingerprint" as vLLM writes it on a finishing chunk of a stream without usage (last)."""
+    if b'"system_fingerprint":' in event:
+        return event
+    end = event.rstrip().rfind(b"}")
+    return event[:end] + b',"system_fingerprint":' + json.dumps(fingerprint).encode() + event[end:]
+
+
+def with_usage_asked(body):
+    """The request body with stream_options.include_usage true: appended as the object's last key (a JSON parser keeps
+    the last of a repeated key, as Python's json and vLLM's request parsing do). The client's own stream_options, which
+    did not ask for usage, has nothing else that applies without it."""
+    end = body.rstrip().rfind(b"}")
+    return body[:end] + INCLUDE_USAGE + body[end + 1:]
+
+
+def label(value):
+    """A Prometheus label value, escaped."""
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
 class Metrics:
     """Counters and gauges in Prometheus text format (no client library needed in the image)."""
 
-    def __init__(self, models):
+    def __init__(self, models, user_series=1000):
         self.requests = {}
         self.refusals = {}
         self.up = {m: 0 for m in models}
         self.in_flight = {m: 0 for m in models}
         self.seconds = {}
         self.buffered = 0
+        # Usage: (user, group, model, code) -> requests; (user, group, model, kind) -> tokens; (group, limit) -> quota
+        # refusals. At most user_series users get a label of their own (a bounded number of series); the rest "_other".
+        self.usage_requests, self.usage_tokens, self.quota_refusals = {}, {}, {}
+        self.user_series, self.users = int(user_series), set()
+        self.store_up, self.store_errors = None, 0  # the quota store's state (None: no quotas)
+
+    def user_label(self, user):
+        if user not in self.users:
+            if len(self.users) >= self.user_series:
+                return "_other"
+            self.users.add(user)
+        return user
+
+    def used(self, account, code):
+        """A request's usage: counted by identity, its first group and the model as the client named it."""
+        user = self.user_label(account.user)
+        key = (user, account.group, account.model, str(code))
+        self.usage_requests[key] = self.usage_requests.get(key, 0) + 1
+        for kind, tokens in (("prompt", account.prompt), ("completion", account.completion)):
+            if tokens:
+                key = (user, account.group, account.model, kind)
+                self.usage_tokens[key] = self.usage_tokens.get(key, 0) + tokens
+
+    def quota_refused(self, group, limit):
+        self.quota_refusals[group, limit] = self.quota_refusals.get((group, limit), 0) + 1
 
     def count(self, model, code, seconds):
         key = (model, str(code))
@@ -478,7 +923,11 @@ class Metrics:
     def snapshot(self):
         """What a worker tells its supervisor (JSON): its counters and gauges."""
         return {"requests": [[m, c, n] for (m, c), n in self.requests.items()], "refusals": self.refusals,
-                "seconds": self.seconds, "in_flight": self.in_flight, "buffered": self.buffered}
+                "seconds": self.seconds, "in_flight": self.in_flight, "buffered": self.buffered,
+                "usage_requests": [list(k) + [n] for k, n in self.usage_requests.items()],
+                "usage_tokens": [list(k) + [n] for k, n in self.usage_tokens.items()],
+                "quota_refusals": [list(k) + [n] for k, n in self.quota_refusals.items()],
+                "store_up": self.store_up, "store_errors": self.store_errors}
 
     def add(self, snapshot, gauges=True):
         """Add a worker's snapshot (its gauges too unless it has ended)."""
@@ -489,6 +938,15 @@ class Metrics:
         for model, (total, n) in snapshot["seconds"].items():
             before = self.seconds.get(model, (0.0, 0))
             self.seconds[model] = (before[0] + total, before[1] + n)
+        for field in ("usage_requests", "usage_tokens", "quota_refusals"):
+            counters = getattr(self, field)
+            for row in snapshot.get(field, ()):
+                key = tuple(row[:-1])
+                counters[key] = counters.get(key, 0) + row[-1]
+        self.store_errors += snapshot.get("store_errors", 0)
+        if gauges and snapshot.get("store_up") is not None:
+            # Down when any worker cannot reach the store.
+            self.store_up = snapshot["store_up"] if self.store_up is None else min(self.store_up, snapshot["store_up"])
         if gauges:
             for model, n in snapshot["in_flight"].items():
                 self.in_flight[model] = self.in_flight.get(model, 0) + n
@@ -513,6 +971,23 @@ class Metrics:
         out += ['llmserve_frontdoor_in_flight{model="%s"} %d' % (m, v) for m, v in sorted(self.in_flight.items())]
         out += ["# HELP llmserve_frontdoor_buffered_body_bytes Request body bytes held now.",
                 "# TYPE llmserve_frontdoor_buffered_body_bytes gauge", "llmserve_frontdoor_buffered_body_bytes %d" % self.buffered]
+        out += ["# HELP llmserve_usage_requests_total Requests by identity (user), its first group, model as named and "
+                "status code.", "# TYPE llmserve_usage_requests_total counter"]
+        out += ['llmserve_usage_requests_total{user="%s",group="%s",model="%s",code="%s"} %d'
+                % (label(u), label(g), label(m), c, v) for (u, g, m, c), v in sorted(self.usage_requests.items())]
+        out += ["# HELP llmserve_usage_tokens_total Tokens vLLM reported, by identity, its first group, model and kind "
+                "(prompt, completion).", "# TYPE llmserve_usage_tokens_total counter"]
+        out += ['llmserve_usage_tokens_total{user="%s",group="%s",model="%s",kind="%s"} %d'
+                % (label(u), label(g), label(m), k, v) for (u, g, m, k), v in sorted(self.usage_tokens.items())]
+        if self.store_up is not None:
+            out += ["# HELP llmserve_quota_refusals_total Requests refused for a quota, by the quota's group and limit.",
+                    "# TYPE llmserve_quota_refusals_total counter"]
+            out += ['llmserve_quota_refusals_total{group="%s",limit="%s"} %d' % (label(g), lim, v)
+                    for (g, lim), v in sorted(self.quota_refusals.items())]
+            out += ["# HELP llmserve_quota_store_up 1 when the quota store (Redis) answered the last call.",
+                    "# TYPE llmserve_quota_store_up gauge", "llmserve_quota_store_up %d" % self.store_up,
+                    "# HELP llmserve_quota_store_errors_total Calls to the quota store that failed or timed out.",
+                    "# TYPE llmserve_quota_store_errors_total counter", "llmserve_quota_store_errors_total %d" % self.store_errors]
         return "\n".join(out) + "\n"
 
 
@@ -535,7 +1010,14 @@ class FrontDoor:
         for model, backend in self.models.items():
             for served in [model] + list(backend["served_names"]):
                 self.names.setdefault(served, model)
-        self.metrics = Metrics(self.models)
+        usage = config.get("usage") or {}
+        self.metrics = Metrics(self.models, usage.get("user_series", 1000))
+        # Usage is counted when asked for, and always under quotas (they are counted in tokens).
+        self.usage_on = bool(usage.get("enabled") or config.get("quotas"))
+        self.usage_log = bool(usage.get("log"))
+        self.quotas = Quotas(config["quotas"], environ.get("LLMSERVE_REDIS_PASSWORD", ""), self.metrics) \
+            if config.get("quotas") else None
+        self.settling = set()  # usage being recorded after an answer that ended early
         self.keys, self.users = load_identities(config["identities_file"])
         self.internal_key = environ.get("LLMSERVE_INTERNAL_KEY", "")
         # Every replica signs with the cluster's key; a process started without one signs for itself alone.
@@ -557,6 +1039,8 @@ class FrontDoor:
             while True:
                 if self.checks_health:
                     await self.check_health()
+                if self.quotas is not None:
+                    await self.quotas.ping()
                 for origin in self.origins.values():
                     origin.sweep()
                 await asyncio.sleep(self.config["health_interval_s"])
@@ -568,6 +1052,10 @@ class FrontDoor:
             for (dummy, writer), dummy in origin.idle:
                 writer.transport.abort()
             origin.idle = []
+        if self.settling:
+            await asyncio.wait(list(self.settling), timeout=2)
+        if self.quotas is not None:
+            self.quotas.redis.close()
 
     async def fetch(self, base, path, headers):
         """(status, body) of a GET to a backend; BackendError when it fails."""
@@ -648,6 +1136,17 @@ class FrontDoor:
         """The page Traefik's errors middleware serves for its own refusals (rate and in-flight limits, no backend)."""
         status = int(request.match_info["status"])
         retry = {"Retry-After": str(int(self.config["retry_after_s"]))}
+        if status == 429 and self.quotas is not None:
+            # The errors middleware also replaces the gateway's own 429 (a quota): Traefik passes the request's
+            # headers on, so the identity's quota is looked at again (nothing counted).
+            identity = self.verified(request)
+            if identity is not None:
+                try:
+                    refused = await self.quotas.check(identity[0], split_groups(identity[1]), "page", dry=True)
+                except StoreError:
+                    refused = None
+                if refused is not None:
+                    return self.over_quota(*refused)
         if status == 429:
             return error(429, "Rate limit reached: too many requests, or too many at once, from your key or address. "
                               "Retry after the time in the Retry-After header.", kind="requests",
@@ -726,8 +1225,9 @@ class FrontDoor:
             raise Refused(error(408, "The request body did not arrive within %ss." % self.config["body_timeout_s"],
                                 code="request_timeout"), "request_timeout") from None
 
-    async def model_of(self, body):
-        """The body's top-level "model" (None when absent); Refused when the body is not a JSON object."""
+    async def inspect(self, body):
+        """(model, stream, include_usage) of the body: its top-level "model" (None when absent), whether it asks for a
+        stream, and whether its stream_options ask for usage; Refused when the body is not a JSON object."""
         try:
             if len(body) <= self.config["small_body_bytes"]:
                 doc = json.loads(body)
@@ -736,8 +1236,9 @@ class FrontDoor:
                 found = doc.get("model")
                 if found is not None and not isinstance(found, str):
                     raise ValueError("model is not a string")
-                return found
-            scan = top_level_model(body)
+                options = doc.get("stream_options")
+                return found, doc.get("stream") is True, isinstance(options, dict) and options.get("include_usage") is True
+            scan = top_level_fields(body)
             while True:
                 next(scan)
                 await asyncio.sleep(0)
@@ -760,7 +1261,7 @@ class FrontDoor:
     async def handle(self, request):
         started = time.monotonic()
         model, status = "", 499
-        slot = None
+        slot = account = None
         try:
             name, prefix, path = self.route(request)
             identity = self.verified(request)
@@ -773,6 +1274,10 @@ class FrontDoor:
                               "overloaded")
             self.in_flight_total += 1
             try:
+                if self.usage_on:
+                    account = Account(identity[0], split_groups(identity[1]))
+                    if self.quotas is not None and path != "/v1/models":
+                        await self.admit(account)
                 if path == "/v1/models":
                     response = await (self.list_models(request) if name is None else self.proxy(request, name, path, b"", identity))
                     model = name or ""
@@ -788,19 +1293,28 @@ class FrontDoor:
                                             headers={"Retry-After": str(int(self.config["retry_after_s"]))}), "busy") from None
                     slot = self.large_slots
                 body = await self.read_body(request)
+                held = len(body)
                 try:
+                    wanted = stream = include = None
+                    if name is None or account is not None:
+                        wanted, stream, include = await self.inspect(body)
                     if prefix is not None:
                         choices = self.config["ab_tests"][prefix]
                         name = random.choices([c["model"] for c in choices], [c["weight"] for c in choices])[0]
                     elif name is None:
-                        name = self.pick(await self.model_of(body))
+                        name = self.pick(wanted)
                     model = name
-                    response = await self.proxy(request, name, path, body, identity, slot)
+                    if account is not None:
+                        # The model as the client named it (an adapter's name) when it is one of this backend's.
+                        account.model = wanted if self.names.get(wanted) == name else name
+                        if stream and not include and path[4:] in STREAMED_USAGE:
+                            body, account.strip = with_usage_asked(body), True
+                    response = await self.proxy(request, name, path, body, identity, slot, account)
                     slot = None  # released by proxy once the body is sent
                     status = response.status
                     return response
                 finally:
-                    self.metrics.buffered -= len(body)
+                    self.metrics.buffered -= held
             finally:
                 self.in_flight_total -= 1
         except Refused as refused:
@@ -814,6 +1328,54 @@ class FrontDoor:
             if slot is not None:
                 slot.release()
             self.metrics.count(model, status, time.monotonic() - started)
+            if account is not None and not account.settled:
+                # Refused, or an answer that ended early: its usage and quota place, settled beside the answer.
+                task = asyncio.ensure_future(self.settle(account, status))
+                self.settling.add(task)
+                task.add_done_callback(self.settling.discard)
+
+    async def admit(self, account):
+        """The identity's quotas, before anything is read or sent: Refused (429 insufficient_quota, Retry-After) when
+        one is spent; with the store unreachable, on_redis_error says (allow: go on uncounted; deny: 503)."""
+        account.ticket = secrets.token_hex(8)
+        try:
+            refused = await self.quotas.check(account.user, account.groups, account.ticket)
+        except StoreError as exc:
+            LOG.warning("quota store: %s (%s)", exc, "serving uncounted" if self.quotas.on_error == "allow" else "refusing")
+            if self.quotas.on_error == "allow":
+                return
+            self.metrics.quota_refused("", "store_unavailable")
+            raise Refused(error(503, "Usage quotas cannot be checked now; retry shortly.", kind="server_error",
+                                code="quota_unavailable", headers={"Retry-After": str(int(self.config["retry_after_s"]))}),
+                          "quota_unavailable") from None
+        if refused is not None:
+            self.metrics.quota_refused(refused[0].get("group", "default"), refused[1])
+            raise Refused(self.over_quota(*refused), "insufficient_quota")
+        account.admitted = True
+
+    @staticmethod
+    def over_quota(rule, limit, retry):
+        who = "your group `%s`" % rule["group"] if rule.get("per") == "group" else (
+            "each member of group `%s`" % rule["group"] if not rule.get("default") else "users without a group quota")
+        what = limit.replace("_", " ")
+        return error(429, "You exceeded your quota: %s %s for %s. It resets in %d s; ask your administrator for more."
+                     % (rule[limit], what, who, retry), kind="insufficient_quota", code="insufficient_quota",
+                     headers={"Retry-After": str(int(retry))})
+
+    async def settle(self, account, status):
+        """A request's usage: metrics, the usage log, and its tokens and in-flight place in the quota store. Once."""
+        if account.settled:
+            return
+        account.settled = True
+        self.metrics.used(account, status)
+        if self.usage_log:
+            USAGE_LOG.info("%s", json.dumps({"usage": {"user": account.user, "groups": list(account.groups),
+                                                       "model": account.model, "status": status,
+                                                       "prompt_tokens": account.prompt,
+                                                       "completion_tokens": account.completion}}))
+        if self.quotas is not None and (account.admitted or account.prompt or account.completion):
+            await self.quotas.record(account.user, account.groups, account.ticket,
+                                     account.prompt + account.completion, account.admitted)
 
     def pick(self, wanted):
         if (wanted is None or wanted == "") and self.config["default_model"]:
@@ -839,7 +1401,7 @@ class FrontDoor:
             headers["X-Session-ID"] = identity[0]
         return headers
 
-    async def proxy(self, request, name, path, body, identity, slot=None):
+    async def proxy(self, request, name, path, body, identity, slot=None, account=None):
         backend = self.models[name]
         headers = self.forward_headers(request, identity, name)
         self.metrics.in_flight[name] += 1
@@ -859,7 +1421,7 @@ class FrontDoor:
                 slot.release()  # the body is sent: its slot is free for the next large body
                 slot = None
             try:
-                return await self.relay(request, upstream, name)
+                return await self.relay(request, upstream, name, account)
             finally:
                 upstream.finish()
         except BackendError as exc:
@@ -870,11 +1432,15 @@ class FrontDoor:
                 slot.release()
             self.metrics.in_flight[name] -= 1
 
-    async def relay(self, request, upstream, name):
+    async def relay(self, request, upstream, name, account=None):
         headers = [(k, v) for k, v in upstream.headers if k.lower() not in HOP]
         if upstream.content_length is not None and upstream.content_length <= self.config["max_request_body_bytes"]:
             # A whole answer of known length (not a stream): read it, then send status, headers and body at once.
             raw = await upstream.read()
+            if account is not None:
+                if 200 <= upstream.status < 300:
+                    account.take(usage_of_answer(raw))
+                await self.settle(account, upstream.status)  # counted before the client has the answer
             return web.Response(status=upstream.status, reason=upstream.reason or None, body=raw,
                                 headers=CIMultiDict(headers))
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason or None)
@@ -883,12 +1449,17 @@ class FrontDoor:
         if upstream.content_length is not None:
             response.content_length = upstream.content_length
         await response.prepare(request)
+        usage = UsageStream(account) if account is not None and upstream.status == 200 else None
         # Each chunk is written as it arrives (SSE: one event at a time), never collected.
         try:
             while True:
                 chunk = await upstream.piece()
                 if upstream.done:
                     break  # the last piece goes out with the end of the answer, in one write
+                if usage is not None:
+                    chunk = usage.feed(chunk)
+                    if not chunk:
+                        continue
                 await response.write(chunk)
         except ConnectionResetError:
             # The client left before the answer ended; finish() closes the backend connection, and vLLM aborts the
@@ -902,6 +1473,10 @@ class FrontDoor:
             if request.transport is not None:
                 request.transport.close()
             raise ClientGone(response, 502) from None
+        if usage is not None:
+            chunk = usage.feed(chunk) + usage.end()
+        if account is not None:
+            await self.settle(account, upstream.status)  # counted before the client has the end of the answer
         try:
             await response.write_eof(chunk)
         except ConnectionResetError:
@@ -954,6 +1529,10 @@ class ClientGone(Exception):
     def __init__(self, response, status):
         super().__init__("answer cut")
         self.response, self.status = response, status
+
+
+def split_groups(joined):
+    return tuple(g for g in joined.split(",") if g)
 
 
 def identity_like(name):

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 
+from ansible_collections.llmserve.k3s.plugins.module_utils import _quotas
+
 MIB = 1024 ** 2
 # The front door process itself (Python, aiohttp, the config) before any body: measured RSS of an idle front door in
 # the vLLM image's Python is about 45 MiB; the rest is headroom for the event loop's buffers and TLS-free sockets.
@@ -81,7 +83,21 @@ def frontdoor_config(models, settings):
     ab_test = settings.get("ab_test") or {}
     if ab_test.get("enabled"):
         config["ab_tests"] = {ab_test["path"]: ab_test["backends"]}
+    config["usage"] = {"enabled": bool(settings.get("usage_enabled", True)),
+                       "user_series": int(settings.get("usage_user_series", 1000)),
+                       "log": bool(settings.get("usage_log", True))}
+    if settings.get("quotas"):
+        config["quotas"] = {"rules": _quotas.quota_rules(settings["quotas"]),
+                            "on_redis_error": settings.get("quota_on_redis_error", "allow"),
+                            "redis": redis_address(settings["redis"])}
     return config
+
+
+def redis_address(redis):
+    """The front door's Redis entry of the ingress role's settings {namespace, port, db, timeout_s}: the in-cluster
+    Service llmserve-redis; the password comes from the environment (LLMSERVE_REDIS_PASSWORD), never the config."""
+    return {"host": "llmserve-redis.%s.svc.cluster.local" % redis["namespace"], "port": int(redis.get("port", 6379)),
+            "db": int(redis.get("db", 0)), "timeout_s": float(redis.get("timeout_s", 0.5))}
 
 
 def frontdoor_memory_mib(max_request_body_bytes, large_body_slots, small_body_bytes, max_in_flight, workers=1):

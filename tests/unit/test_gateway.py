@@ -60,3 +60,32 @@ def test_the_memory_limit_grows_with_what_may_be_held(body, slots, small, in_fli
 def test_the_route_covers_the_api_roots_only():
     assert _gateway.route_prefixes() == ["/v1/", "/models/"]
     assert _gateway.route_prefixes("/ab") == ["/v1/", "/models/", "/ab/"]
+
+
+QUOTAS = {"students": {"tokens_per_day": 200000, "tokens_per_hour": 50000, "requests_per_minute": 30, "in_flight": 4},
+          "staff": {"per": "group", "tokens_per_day": 5000000}, "default": {"tokens_per_day": 100000}}
+REDIS = {"namespace": "llm-serving", "port": 6379, "db": 0, "timeout_s": 0.5}
+
+
+def test_usage_is_on_by_default_with_a_bounded_user_label():
+    assert _gateway.frontdoor_config([SOLO], SETTINGS)["usage"] == {"enabled": True, "user_series": 1000, "log": True}
+    off = dict(SETTINGS, usage_enabled=False, usage_user_series=50, usage_log=False)
+    assert _gateway.frontdoor_config([SOLO], off)["usage"] == {"enabled": False, "user_series": 50, "log": False}
+
+
+def test_no_quotas_no_quota_key():
+    assert "quotas" not in _gateway.frontdoor_config([SOLO], SETTINGS)
+    assert "quotas" not in _gateway.frontdoor_config([SOLO], dict(SETTINGS, quotas={}, redis=REDIS))
+
+
+def test_quotas_become_sorted_rules_with_the_default_last_and_the_in_cluster_redis():
+    config = _gateway.frontdoor_config([SOLO], dict(SETTINGS, quotas=QUOTAS, quota_on_redis_error="deny", redis=REDIS))
+    assert config["quotas"] == {
+        "rules": [{"group": "staff", "per": "group", "tokens_per_day": 5000000},
+                  {"group": "students", "per": "user", "tokens_per_day": 200000, "tokens_per_hour": 50000,
+                   "requests_per_minute": 30, "in_flight": 4},
+                  {"default": True, "per": "user", "tokens_per_day": 100000}],
+        "on_redis_error": "deny",
+        "redis": {"host": "llmserve-redis.llm-serving.svc.cluster.local", "port": 6379, "db": 0, "timeout_s": 0.5}}
+    # No password anywhere in the config: it comes from the environment.
+    assert "password" not in repr(config)

@@ -118,12 +118,29 @@ def endpoint_slice(service, backends):
 def role_secrets(bundle, pki):
     """The Secrets the ingress role applies beside the bundle besides TLS: the basic-auth users when a BasicAuth
     Middleware names them."""
+    from redis_server import PASSWORD
+
     out = []
     for middleware in (o for o in bundle.values() if o.get("kind") == "Middleware"):
         basic = middleware["spec"].get("basicAuth")
         if basic:
             out.append(basic_auth_secret(pki, basic["secret"], middleware["metadata"]["namespace"]))
+        redis = middleware["spec"].get("rateLimit", {}).get("redis", {})
+        if redis.get("secret"):
+            # Traefik's Redis credentials (the role's Secret llmserve-redis-traefik), for the test's redis-server.
+            data = {"username": base64.b64encode(b"default").decode(), "password": base64.b64encode(PASSWORD.encode()).decode()}
+            out.append({"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "data": data,
+                        "metadata": {"name": redis["secret"], "namespace": middleware["metadata"]["namespace"]}})
     return out
+
+
+def redis_dns(bundle, redis):
+    """The Redis endpoints the rendered rate limit names (cluster DNS) -> the test's redis-server."""
+    found = {}
+    for middleware in find(bundle, "Middleware"):
+        for endpoint in middleware["spec"].get("rateLimit", {}).get("redis", {}).get("endpoints", []):
+            found[endpoint] = redis.address
+    return found
 
 
 NODE = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "standin-node", "labels": {"kubernetes.io/hostname": "standin-node"}},
@@ -326,6 +343,7 @@ def resolve(obj, dns):
     text = json.dumps(obj)
     for name, local in dns.items():
         text = text.replace("//" + name + "/", "//" + local + "/")
+        text = text.replace(json.dumps(name), json.dumps(local))  # an address on its own (Redis endpoints)
     return json.loads(text)
 
 
@@ -344,7 +362,7 @@ def render_serving(dest, mode):
     return load_bundle(dest)
 
 
-def frontdoor_for(bundle, urls, address, identities=None, port=None, log_dir=None, **overrides):
+def frontdoor_for(bundle, urls, address, identities=None, port=None, log_dir=None, env=None, **overrides):
     """The real front door (tests/lib/frontdoor.FrontDoor) with the rendered config, listening on address (API, auth
     and admin ports), with the identities of the serving keys."""
     from frontdoor import FrontDoor, free_port, identities_file
@@ -357,7 +375,7 @@ def frontdoor_for(bundle, urls, address, identities=None, port=None, log_dir=Non
     config["admin"] = {"host": address, "port": free_port(address)}
     config.pop("identities_file", None)
     # The pinned vLLM image runs it (aiohttp comes with vLLM): here the vLLM CPU venv plays that image.
-    return FrontDoor(config, python=ensure_vllm_venv(), log_dir=log_dir,
+    return FrontDoor(config, python=ensure_vllm_venv(), log_dir=log_dir, env=env,
                      identities=identities if identities is not None else identities_file(SERVING_KEYS))
 
 

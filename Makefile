@@ -16,7 +16,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export ANSIBLE_COLLECTIONS_PATH := $(VENV)/collections
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help bootstrap bootstrap-dev site render plan docs test lint sanity unit render-test integration molecule benchmarks build clean
+.PHONY: help bootstrap bootstrap-dev site render plan docs usage test lint sanity unit render-test integration molecule benchmarks build clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ plan: bootstrap ## print the plan of the inventory's catalog (GPUs, memory, KV c
 
 docs: bootstrap ## regenerate docs/catalog.md's table of catalog fields from the planner's field table
 	python tests/lib/catalog_docs.py
+
+usage: bootstrap ## top users and groups by tokens and requests over the last day, from Prometheus (PROMETHEUS_URL)
+	python tools/usage.py
 
 test: lint sanity unit render-test integration molecule ## everything CI runs
 

@@ -29,14 +29,14 @@ BEARER = {"Authorization": "Bearer sk-test-0123456789abcdef"}
 
 @pytest.fixture(scope="module")
 def basic_ab(renders):
-    """Workstation with BasicAuth, an allow list, a per-user Redis-backed limit, an A/B test and another default model."""
+    """Workstation with BasicAuth, an allow list, a per-user limit counted in the collection's Redis, an A/B test and another default model."""
     return renders.bundle("inventories/workstation", label="basic-ab", extra_vars={
         "llmserve_auth_mode": "basic",
         "ingress_ip_allow_list": ["10.0.0.0/8", "192.0.2.7", "2001:db8::/32"],
         "ingress_trusted_ips": ["192.0.2.0/24"],
         "ingress_rate_limit": {"average": 5, "period": "1m", "burst": 10},
         "ingress_address_rate_limit": {"average": 50, "period": "1s", "burst": 100, "ip_depth": 1},
-        "ingress_rate_limit_redis": {"endpoints": ["redis.traefik.svc:6379"], "secret": "redis-auth", "db": 2},
+        "llmserve_redis_enabled": True,
         "ingress_ab_test": {"enabled": True, "path": "/ab", "backends": [
             {"model": "llama-3.1-8b", "weight": 90}, {"model": "mixtral-8x7b", "weight": 10}]},
         "llmserve_ingress_default_model": "mixtral-8x7b",
@@ -207,7 +207,8 @@ def test_limits_and_allow_list_carry_the_configured_values(basic_ab, forward_coo
     mws = _middlewares(basic_ab)
     assert mws["llm-rate-limit"]["rateLimit"] == {
         "average": 5, "period": "1m", "burst": 10, "sourceCriterion": {"requestHeaderName": "X-Llmserve-User"},
-        "redis": {"endpoints": ["redis.traefik.svc:6379"], "db": 2, "secret": "redis-auth"}}
+        "redis": {"endpoints": ["llmserve-redis.llm-serving.svc.cluster.local:6379"], "db": 0,
+                  "secret": "llmserve-redis-traefik"}}
     assert mws["llm-rate-limit-address"]["rateLimit"] == {
         "average": 50, "period": "1s", "burst": 100, "sourceCriterion": {"ipStrategy": {"depth": 1}}}
     assert mws["llm-in-flight"]["inFlightReq"] == {"amount": 8, "sourceCriterion": {"requestHeaderName": "X-Llmserve-User"}}

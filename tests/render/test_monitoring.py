@@ -27,6 +27,8 @@ MIDDLEWARES = [{"name": "llm-ratelimit", "namespace": "llm-serving"}, {"name": "
 # The thresholds tests/render/data/monitoring-alerts.test.yml is written for (the others are the defaults).
 THRESHOLDS = {"monitoring_alert_kv_cache_ratio": 0.8, "monitoring_alert_queue_waiting": 7,
               "monitoring_alert_ttft_p95_seconds": 1.5, "monitoring_alert_gpu_temp_celsius": 80}
+# Quotas turn on the quota alerts and the Redis exporter's PodMonitor (the render without them: test_no_quotas_...).
+QUOTAS = {"students": {"tokens_per_day": 200000}, "default": {"tokens_per_day": 100000}}
 
 
 def recorded_names(name):
@@ -58,7 +60,8 @@ def _one(objects, kind, name):
 def bundle(renders):
     """The workstation bundle with an ingress host, Grafana middlewares and the test thresholds; the Grafana
     password is in the environment, as it would come from Vault."""
-    extra = {"llmserve_ingress_host": "llm.example.org", "monitoring_grafana_middlewares": MIDDLEWARES}
+    extra = {"llmserve_ingress_host": "llm.example.org", "monitoring_grafana_middlewares": MIDDLEWARES,
+             "llmserve_quotas": QUOTAS}
     extra.update(THRESHOLDS)
     return renders.bundle(extra_vars=extra, env={"GRAFANA_ADMIN_PASSWORD": PASSWORD}, label="monitoring")
 
@@ -177,7 +180,7 @@ def test_adapter_exposes_what_the_model_hpas_scale_on(bundle, multinode):
 def test_dashboards_are_sidecar_configmaps_of_the_role_files(bundle):
     maps = [o for o in bundle[1].values() if o["kind"] == "ConfigMap" and o["metadata"]["namespace"] == "monitoring"]
     files = sorted((ROOT / "roles/monitoring/files/dashboards").glob("*.json"))
-    assert len(maps) == len(files) == 2
+    assert len(maps) == len(files) == 3
     for cm in maps:
         assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
         (key, text), = cm["data"].items()
@@ -231,7 +234,8 @@ def test_gpu_and_traefik_queries_use_recorded_metric_names():
 def test_rule_metric_names_are_recorded_or_vllm(bundle):
     rule = _one(bundle[1], "PrometheusRule", "llmserve-alerts")
     known = set(recorded_names("dcgm-exporter.txt")) | set(recorded_names("traefik-v3.txt")) \
-        | set(recorded_names("kube-state-metrics.txt")) | {"up", "http_requests_total"} | set(frontdoor_names())
+        | set(recorded_names("kube-state-metrics.txt")) | {"up", "http_requests_total"} | set(frontdoor_names()) \
+        | set(recorded_names("llmserve-frontdoor-usage.txt"))
     for group in rule["spec"]["groups"]:
         for r in group["rules"]:
             assert "runbook" in r["annotations"] and "playbooks/" in r["annotations"]["runbook"], r["alert"]
@@ -243,7 +247,7 @@ def test_rules_pass_promtool_check_and_unit_tests(bundle, tmp_path):
     rule = _one(bundle[1], "PrometheusRule", "llmserve-alerts")
     rules_file(rule, tmp_path / "rules.yml")
     checked = promtool("check", "rules", tmp_path / "rules.yml")
-    assert checked.returncode == 0 and "SUCCESS: 13 rules found" in checked.stdout, checked.stdout
+    assert checked.returncode == 0 and "SUCCESS: 15 rules found" in checked.stdout, checked.stdout
     shutil.copy(ROOT / "tests/render/data/monitoring-alerts.test.yml", tmp_path / "alerts.test.yml")
     tested = promtool("test", "rules", tmp_path / "alerts.test.yml")
     assert tested.returncode == 0 and "SUCCESS" in tested.stdout, tested.stdout
@@ -305,6 +309,8 @@ BAD_INPUT = [
     ({"monitoring_adapter_metrics": ["vllm num waiting"]}, "monitoring_adapter_metrics"),
     # Applying the stack without a Grafana password stops in preflight, before any cluster call.
     ({"llmserve_apply": True}, "llmserve_grafana_admin_password"),
+    ({"monitoring_alert_quota_store_down_for": "a minute"}, "monitoring_alert_quota_store_down_for"),
+    ({"monitoring_alert_quota_refusals_per_hour": -1}, "monitoring_alert_quota_refusals_per_hour"),
 ]
 
 
@@ -316,6 +322,7 @@ PREFETCH = {
         "monitoring_selector_labels": {"prometheus": "campus"},
         "monitoring_adapter_prometheus_url": "http://prometheus-operated.observability.svc"}},
     "otlp": {"tags": "models", "extra_vars": {"llmserve_otlp_traces_endpoint": OTLP}},
+    "no-quotas": {"tags": "monitoring", "extra_vars": {"llmserve_ingress_host": "llm.example.org"}},
 } | {"bad-" + variable: {"tags": "monitoring", "extra_vars": extra, "env": {"GRAFANA_ADMIN_PASSWORD": ""}}
      for extra, variable in BAD_INPUT}
 
@@ -370,3 +377,49 @@ def test_front_door_and_routers_are_scraped(bundle):
     pod = deployment["spec"]["template"]
     assert door["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
     assert "metrics" in [p["name"] for p in pod["spec"]["containers"][0]["ports"]]
+
+
+def test_usage_dashboard_queries_use_the_front_door_usage_names_and_filters():
+    """The front door's usage names are the agreed interface (tests/data/metric_names/llmserve-frontdoor-usage.txt);
+    their series are queried for real by tests/integration/test_usage_report.py."""
+    board = _dashboard("llmserve-usage.json")
+    usage = recorded_names("llmserve-frontdoor-usage.txt")
+    variables = {v["name"]: v for v in board["templating"]["list"]}
+    assert variables["topk"]["current"]["value"] == "10" and "model_name" in variables["model"]["definition"]
+    titles = {p["title"] for p in board["panels"]}
+    for wanted in ("Tokens by group", "Requests by group", "Top users by tokens", "Top users by requests", "Tokens by model",
+                   "Quota refusals by group and limit", "Quota store up"):
+        assert wanted in titles
+    used = set()
+    for title, expr in _panel_queries(board):
+        metrics = re.findall(r"\b(llmserve_\w+)", expr)
+        assert metrics, title
+        for metric in metrics:
+            assert metric in usage, "%s: %s is not a front door usage metric" % (title, metric)
+            used.add(metric)
+        # The front door's "model" label is model_name in Prometheus (the PodMonitor's metricRelabelings).
+        assert "model=" not in expr and "(model," not in expr, title
+        if "llmserve_usage_" in expr:
+            assert 'model_name=~"$model"' in expr and 'group=~"$group"' in expr, title
+        if title.startswith("Top users"):
+            assert expr.startswith("topk($topk, sum by (user)") and "[$__range]" in expr, title
+        for fn, metric in re.findall(r"\b(rate|increase)\((\w+)", expr):
+            assert metric.endswith("_total"), "%s: %s over a non-counter %s" % (title, fn, metric)
+    assert used == set(usage)
+
+
+def test_redis_exporter_is_scraped_where_redis_runs(bundle):
+    monitor = _one(bundle[1], "PodMonitor", "llmserve-redis")["spec"]
+    (deployment,) = [o for o in bundle[1].values() if o["kind"] == "Deployment" and o["metadata"]["name"] == "llmserve-redis"]
+    pod = deployment["spec"]["template"]
+    assert monitor["namespaceSelector"] == {"matchNames": [deployment["metadata"]["namespace"]]}
+    assert monitor["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    ports = {p["name"]: c["name"] for c in pod["spec"]["containers"] for p in c["ports"]}
+    assert ports[monitor["podMetricsEndpoints"][0]["port"]] == "exporter"
+
+
+def test_no_quotas_no_quota_alerts_and_no_redis_scrape(renders):
+    objects = renders.bundle(label="no-quotas", **PREFETCH["no-quotas"])[1]
+    rule = _one(objects, "PrometheusRule", "llmserve-alerts")
+    assert "llmserve.quotas" not in [g["name"] for g in rule["spec"]["groups"]]
+    assert not [o for o in objects.values() if o["metadata"]["name"] == "llmserve-redis"]

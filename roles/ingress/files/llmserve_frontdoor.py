@@ -60,8 +60,6 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 LOG = logging.getLogger("llmserve-frontdoor")
-# One JSON line per request (config usage.log): who, which model, the status and the tokens.
-USAGE_LOG = logging.getLogger("llmserve-usage")
 # Headers of one hop (RFC 9110 7.6.1) and the ones aiohttp writes itself.
 HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
        "transfer-encoding", "upgrade", "host", "content-length"}
@@ -506,6 +504,7 @@ async def send(origin, method, path, headers, body, connect_timeout, read_timeou
 # gateway when the client did not, and then taken out of the stream). Quotas are counted in Redis, so that every
 # replica and worker counts together and the counts outlive a restart.
 USAGE_KEY = b'"usage":'
+USAGE_OBJECT = b'"usage":{'
 INCLUDE_USAGE = b',"stream_options":{"include_usage":true}}'
 STREAMED_USAGE = ("chat/completions", "completions")  # the endpoints whose streams take stream_options
 LIMITS = ("tokens_per_day", "tokens_per_hour", "requests_per_minute", "in_flight")
@@ -604,12 +603,16 @@ class RedisClient:
         self.task = asyncio.create_task(self._read_replies(reader))
 
     async def _read_replies(self, reader):
+        """Each reply to the oldest call waiting; the call's future gets its replies when the last has come."""
         try:
             while True:
                 answer = await self.reply(reader)
-                future = self.pending.popleft()
-                if not future.done():
-                    future.set_result(answer)
+                future, count, replies = self.pending[0]
+                replies.append(answer)
+                if len(replies) == count:
+                    self.pending.popleft()
+                    if not future.done():
+                        future.set_result(replies)
         except (OSError, asyncio.IncompleteReadError, ConnectionError, ValueError, IndexError) as exc:
             self.reset(exc)
 
@@ -622,9 +625,9 @@ class RedisClient:
             self.task.cancel()
         self.reader = self.writer = self.task = None
         pending, self.pending = self.pending, collections.deque()
-        for future in pending:
+        for future, dummy, dummy in pending:
             if not future.done():
-                future.set_exception(StoreError("Redis connection lost: %s" % (exc or "closed")))
+                future.set_exception(StoreError("Redis: %s" % (exc or "connection closed")))
         if backoff:
             self.failed_at = time.monotonic()
 
@@ -648,14 +651,19 @@ class RedisClient:
             if self.writer is None:
                 raise StoreError("Redis connection lost")
         loop = asyncio.get_running_loop()
-        futures = [loop.create_future() for dummy in commands]
-        self.pending.extend(futures)
+        future = loop.create_future()
+        self.pending.append((future, len(commands), []))
         self.writer.write(b"".join(self.encode(c) for c in commands))
+        # A timer, not wait_for (a task per call): past timeout_s the connection is dropped and every call waiting fails.
+        timer = loop.call_later(self.timeout_s, self._late, future)
         try:
-            return await asyncio.wait_for(asyncio.gather(*futures), self.timeout_s)
-        except asyncio.TimeoutError:
+            return await future
+        finally:
+            timer.cancel()
+
+    def _late(self, future):
+        if not future.done():
             self.reset("no answer within %ss" % self.timeout_s, backoff=True)
-            raise StoreError("Redis did not answer within %ss" % self.timeout_s) from None
 
     def close(self):
         self.reset()
@@ -766,6 +774,30 @@ class Quotas:
             self.failed()
 
 
+class UsageLog:
+    """The usage log: one JSON line per request ({"usage": {...}}, a timestamp first), written in batches (at most
+    every 0.5 s) rather than a write per request."""
+
+    EVERY_S = 0.5
+
+    def __init__(self, stream=None):
+        self.stream, self.lines, self.timer = stream, [], None
+
+    def add(self, record):
+        self.lines.append(json.dumps({"usage": record}, separators=(",", ":")))
+        if self.timer is None:
+            self.timer = asyncio.get_running_loop().call_later(self.EVERY_S, self.flush)
+
+    def flush(self):
+        self.timer = None
+        if self.lines:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())
+            lines, self.lines = self.lines, []
+            stream = self.stream or sys.stderr
+            stream.write("".join("%s USAGE %s\n" % (stamp, line) for line in lines))
+            stream.flush()
+
+
 class Account:
     """One request's usage: who, which model (as the client named it), the tokens vLLM reported, and its quota ticket."""
 
@@ -838,7 +870,7 @@ class UsageStream:
         return b"".join(out)
 
     def event(self, event):
-        if USAGE_KEY + b"{" in event:
+        if USAGE_OBJECT in event:
             doc = event_data(event)
             if isinstance(doc, dict):
                 self.account.take(doc.get("usage") or (doc.get("response") or {}).get("usage"))
@@ -1020,6 +1052,7 @@ class FrontDoor:
         self.quotas = Quotas(config["quotas"], environ.get("LLMSERVE_REDIS_PASSWORD", ""), self.metrics) \
             if config.get("quotas") else None
         self.settling = set()  # usage being recorded after an answer that ended early
+        self.usage_lines = UsageLog()
         self.keys, self.users = load_identities(config["identities_file"])
         self.internal_key = environ.get("LLMSERVE_INTERNAL_KEY", "")
         # Every replica signs with the cluster's key; a process started without one signs for itself alone.
@@ -1056,6 +1089,7 @@ class FrontDoor:
             origin.idle = []
         if self.settling:
             await asyncio.wait(list(self.settling), timeout=2)
+        self.usage_lines.flush()
         if self.quotas is not None:
             self.quotas.redis.close()
 
@@ -1371,10 +1405,8 @@ class FrontDoor:
         account.settled = True
         self.metrics.used(account, status)
         if self.usage_log:
-            USAGE_LOG.info("%s", json.dumps({"usage": {"user": account.user, "groups": list(account.groups),
-                                                       "model": account.model, "status": status,
-                                                       "prompt_tokens": account.prompt,
-                                                       "completion_tokens": account.completion}}))
+            self.usage_lines.add({"user": account.user, "groups": list(account.groups), "model": account.model,
+                                  "status": status, "prompt_tokens": account.prompt, "completion_tokens": account.completion})
         if self.quotas is not None and (account.admitted or account.prompt or account.completion):
             await self.quotas.record(account.user, account.groups, account.ticket,
                                      account.prompt + account.completion, account.admitted)

@@ -177,3 +177,28 @@ def test_quota_keys_keep_users_and_groups_apart():
 def test_a_wrong_quotas_section_is_refused_by_name(quotas, message):
     with pytest.raises(SystemExit, match=message.replace("[", r"\[").replace("]", r"\]")):
         script.check_quotas("config.json", quotas)
+
+
+def test_redis_replies_are_parsed_as_their_bytes_arrive():
+    """Every kind of RESP2 reply, the stream cut at every byte: nothing is handed on before it is whole, and the
+    replies come out in order, with error replies as ReplyError and nulls as None."""
+    raw = (b"+OK\r\n-NOSCRIPT No matching script\r\n:42\r\n$4\r\nh\xc3\xa9l\r\n$-1\r\n*2\r\n:-1\r\n$0\r\n\r\n"
+           b"*3\r\n*1\r\n+PONG\r\n$-1\r\n:7\r\n*-1\r\n")
+    expected = ["OK", "NOSCRIPT No matching script", 42, "h\u00e9l", None, [-1, ""], [["PONG"], None, 7], None]
+
+    class Client:
+        transport = None
+
+        def __init__(self):
+            self.got = []
+
+        def deliver(self, answer):
+            self.got.append(answer)
+
+    for cut in range(1, len(raw)):
+        client = Client()
+        protocol = script.RespProtocol(client)
+        protocol.data_received(raw[:cut])
+        protocol.data_received(raw[cut:])
+        assert client.got == expected, cut
+        assert isinstance(client.got[1], script.ReplyError) and not protocol.buffer

@@ -550,16 +550,17 @@ class StoreError(Exception):
 
 
 class RedisClient:
-    """A Redis connection (RESP2 over asyncio streams, no client library in the image): commands are written as they
-    come and their replies matched in order (pipelining), so that concurrent requests share one connection. After a
-    failure it connects again on demand, at most once a second; until then a call fails at once."""
+    """A Redis connection (RESP2, parsed as the bytes arrive: no client library in the image, no coroutine per reply):
+    commands are written as they come and their replies matched in order (pipelining), so that concurrent requests
+    share one connection. A connection that ended is made again on the next call; one that could not be made or
+    stopped answering, at most once a second (until then a call fails at once)."""
 
     RETRY_S = 1.0
 
     def __init__(self, host, port, db=0, password="", timeout_s=0.5):
         self.host, self.port, self.db, self.password, self.timeout_s = host, int(port), int(db), password, float(timeout_s)
-        self.reader = self.writer = self.task = self.connecting = None
-        self.pending = collections.deque()
+        self.transport = self.connecting = None
+        self.pending = collections.deque()  # (future, replies expected, replies so far) of each call, oldest first
         self.failed_at = -self.RETRY_S
 
     @staticmethod
@@ -570,60 +571,32 @@ class RedisClient:
             parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
         return b"".join(parts)
 
-    @staticmethod
-    async def reply(reader):
-        line = await reader.readline()
-        if not line.endswith(b"\r\n"):
-            raise ConnectionError("Redis closed the connection")
-        kind, rest = line[:1], line[1:-2]
-        if kind == b"+":
-            return rest.decode()
-        if kind == b"-":
-            return ReplyError(rest.decode("utf-8", "replace"))
-        if kind == b":":
-            return int(rest)
-        if kind == b"$":
-            size = int(rest)
-            return None if size < 0 else (await reader.readexactly(size + 2))[:-2].decode("utf-8", "replace")
-        if kind == b"*":
-            size = int(rest)
-            return None if size < 0 else [await RedisClient.reply(reader) for dummy in range(size)]
-        raise ConnectionError("not a Redis reply")
-
     async def _connect(self):
-        reader, writer = await asyncio.open_connection(self.host, self.port)
+        loop = asyncio.get_running_loop()
+        transport, dummy = await loop.create_connection(lambda: RespProtocol(self), self.host, self.port)
+        self.transport = transport
         hello = ([("AUTH", self.password)] if self.password else []) + ([("SELECT", self.db)] if self.db else [])
-        writer.write(b"".join(self.encode(c) for c in hello))
-        for command in hello:
-            answer = await self.reply(reader)
-            if isinstance(answer, ReplyError):
-                writer.close()
-                raise ConnectionError("Redis refused %s: %s" % (command[0], answer))
-        self.reader, self.writer = reader, writer
-        self.task = asyncio.create_task(self._read_replies(reader))
+        if hello:
+            for command, answer in zip(hello, await self._send(hello)):
+                if isinstance(answer, ReplyError):
+                    self.reset("Redis refused %s: %s" % (command[0], answer))
+                    raise ConnectionError("Redis refused %s: %s" % (command[0], answer))
 
-    async def _read_replies(self, reader):
-        """Each reply to the oldest call waiting; the call's future gets its replies when the last has come."""
-        try:
-            while True:
-                answer = await self.reply(reader)
-                future, count, replies = self.pending[0]
-                replies.append(answer)
-                if len(replies) == count:
-                    self.pending.popleft()
-                    if not future.done():
-                        future.set_result(replies)
-        except (OSError, asyncio.IncompleteReadError, ConnectionError, ValueError, IndexError) as exc:
-            self.reset(exc)
+    def deliver(self, answer):
+        """A reply, to the oldest call waiting; the call's future gets its replies when the last has come."""
+        future, count, replies = self.pending[0]
+        replies.append(answer)
+        if len(replies) == count:
+            self.pending.popleft()
+            if not future.done():
+                future.set_result(replies)
 
     def reset(self, exc=None, backoff=False):
-        """Close the connection; every command waiting fails. The next call connects again: at once after a connection
+        """Close the connection; every call waiting fails. The next call connects again: at once after a connection
         that ended (Redis restarted), a second later after one that stopped answering."""
-        if self.writer is not None:
-            self.writer.transport.abort()
-        if self.task is not None and self.task is not asyncio.current_task():
-            self.task.cancel()
-        self.reader = self.writer = self.task = None
+        transport, self.transport = self.transport, None
+        if transport is not None:
+            transport.abort()
         pending, self.pending = self.pending, collections.deque()
         for future, dummy, dummy in pending:
             if not future.done():
@@ -634,7 +607,7 @@ class RedisClient:
     async def call(self, *commands):
         """The replies of the commands (each a tuple), sent in one write; StoreError when Redis is not reachable or
         slower than timeout_s. An error reply comes back as a ReplyError in its place."""
-        if self.writer is None:
+        if self.transport is None:
             if time.monotonic() - self.failed_at < self.RETRY_S:
                 raise StoreError("Redis was unreachable less than %.0fs ago" % self.RETRY_S)
             if self.connecting is None:
@@ -642,18 +615,21 @@ class RedisClient:
             connecting = self.connecting
             try:
                 await asyncio.shield(connecting)
-            except (OSError, asyncio.TimeoutError, ConnectionError) as exc:
+            except (OSError, asyncio.TimeoutError, ConnectionError, StoreError) as exc:
                 self.failed_at = time.monotonic()
                 raise StoreError("cannot connect to Redis at %s:%d: %s" % (self.host, self.port, exc or "timed out")) from None
             finally:
                 if self.connecting is connecting:
                     self.connecting = None
-            if self.writer is None:
+            if self.transport is None:
                 raise StoreError("Redis connection lost")
+        return await self._send(commands)
+
+    async def _send(self, commands):
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self.pending.append((future, len(commands), []))
-        self.writer.write(b"".join(self.encode(c) for c in commands))
+        self.transport.write(b"".join(self.encode(c) for c in commands))
         # A timer, not wait_for (a task per call): past timeout_s the connection is dropped and every call waiting fails.
         timer = loop.call_later(self.timeout_s, self._late, future)
         try:
@@ -667,6 +643,71 @@ class RedisClient:
 
     def close(self):
         self.reset()
+
+
+class RespProtocol(asyncio.Protocol):
+    """Redis' replies, parsed from the bytes as they come and handed to the client in order."""
+
+    def __init__(self, client):
+        self.client, self.buffer, self.transport = client, bytearray(), None
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        self.buffer += data
+        pos = 0
+        try:
+            while True:
+                parsed = resp_value(self.buffer, pos)
+                if parsed is None:
+                    break
+                answer, pos = parsed
+                self.client.deliver(answer)
+        except (ValueError, IndexError) as exc:  # not RESP, or a reply no call waits for
+            if self.client.transport is self.transport:
+                self.client.reset("a malformed answer (%s)" % exc.__class__.__name__)
+            return
+        del self.buffer[:pos]
+
+    def connection_lost(self, exc):
+        if self.client.transport is self.transport:
+            self.client.reset(exc or "Redis closed the connection")
+
+
+def resp_value(buf, pos):
+    """(value, position after it) of the RESP2 value at pos, or None when it has not all arrived. An error reply is a
+    ReplyError; a null, None."""
+    end = buf.find(b"\r\n", pos)
+    if end < 0:
+        return None
+    kind, rest, after = buf[pos], bytes(buf[pos + 1:end]), end + 2
+    if kind == 0x2B:  # +
+        return rest.decode("utf-8", "replace"), after
+    if kind == 0x2D:  # -
+        return ReplyError(rest.decode("utf-8", "replace")), after
+    if kind == 0x3A:  # :
+        return int(rest), after
+    if kind == 0x24:  # $
+        size = int(rest)
+        if size < 0:
+            return None, after
+        if len(buf) < after + size + 2:
+            return None
+        return bytes(buf[after:after + size]).decode("utf-8", "replace"), after + size + 2
+    if kind == 0x2A:  # *
+        size = int(rest)
+        if size < 0:
+            return None, after
+        items = []
+        for dummy in range(size):
+            parsed = resp_value(buf, after)
+            if parsed is None:
+                return None
+            item, after = parsed
+            items.append(item)
+        return items, after
+    raise ValueError("not a RESP reply")
 
 
 class ReplyError(str):

@@ -188,7 +188,7 @@ def spend(doors, user, limit=30):
 
 
 def test_a_group_quota_is_one_budget_across_replicas_and_restarts(usage_bundle, usage_redis, usage_path, serving_vllms,
-                                                                    serving_router, serving_logs):
+                                                                  serving_router, serving_logs):
     """course (60 tokens a day, shared): ada and ben spend it through both front doors; the request after it is spent
     gets 429 insufficient_quota with Retry-After on both replicas and through Traefik; staff (cy) is not affected.
     A front door restarted, then Redis restarted, still refuse: the counters are in Redis, on disk."""
@@ -305,7 +305,7 @@ def test_two_traefiks_count_one_identity_limit_together_in_redis(limited_usage_b
         traefiks = [stack.enter_context(ServingStack(bundle, serving_pki, HOST, frontdoor_services(door), serving_logs, dns=dns))
                     for dummy in range(2)]
         answers = [traefiks[i % 2].client.request("POST", "/v1/completions", {"model": "tiny-a", "prompt": "x"},
-                                                 headers=key_of("cy")) for i in range(20)]
+                                                  headers=key_of("cy")) for i in range(20)]
         keys = redis.command_reply("KEYS", "rate:*")
     statuses = [a.status for a in answers]
     assert statuses.count(200) == 5 and set(statuses) == {200, 429}, statuses

@@ -134,7 +134,8 @@ def test_a_stream_cut_before_its_usage_chunk_is_passed_on_whole():
     account = script.Account("ada", ())
     account.strip = True
     usage = script.UsageStream(account)
-    raw = vllm_stream(True).split(b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"tiny-a","choices":[]')[0]
+    raw = vllm_stream(True).split(b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"tiny-a","choices":[]',
+                                  maxsplit=1)[0]
     assert usage.feed(raw) + usage.end() == raw
     assert (account.prompt, account.completion) == (0, 0)
 

@@ -203,3 +203,36 @@ def test_redis_replies_are_parsed_as_their_bytes_arrive():
         protocol.data_received(raw[cut:])
         assert client.got == expected, cut
         assert isinstance(client.got[1], script.ReplyError) and not protocol.buffer
+
+
+def test_the_error_page_says_quota_unavailable_for_a_gateway_that_denies_without_its_store(tmp_path):
+    """on_redis_error deny with Redis unreachable (nothing listens on its port): the gateway's own 503 and the error
+    page Traefik's errors middleware puts in its place both say quota_unavailable; allow keeps the plain 503 page."""
+    import http.client
+    import time
+
+    from frontdoor import FrontDoor, free_port, identities_file, signed
+
+    def get(door, path, port, headers=None, method="GET", body=None):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            answer = conn.getresponse()
+            return answer.status, json.loads(answer.read())["error"]["code"]
+        finally:
+            conn.close()
+
+    for policy, page in (("deny", "quota_unavailable"), ("allow", "service_unavailable")):
+        quotas = {"rules": [{"group": "course", "tokens_per_day": 5}], "on_redis_error": policy,
+                  "redis": {"host": "127.0.0.1", "port": free_port(), "timeout_s": 0.2}}
+        config = {"models": {"tiny-a": {"url": "http://127.0.0.1:%d" % free_port()}}, "quotas": quotas}
+        with FrontDoor(config, identities=identities_file()) as door:
+            deadline = time.monotonic() + 10
+            while "\nllmserve_quota_store_up 0" not in door.metrics():
+                assert time.monotonic() < deadline, door.log.read_text()
+                time.sleep(0.1)
+            assert get(door, "/error/503", door.config["auth"]["port"]) == (503, page)
+            if policy == "deny":
+                headers = dict(signed("ada", "course"), **{"Content-Type": "application/json"})
+                assert get(door, "/v1/completions", door.config["listen"]["port"], headers, "POST",
+                           b'{"model": "tiny-a"}') == (503, "quota_unavailable")

@@ -1228,6 +1228,9 @@ class FrontDoor:
             return error(429, "Rate limit reached: too many requests, or too many at once, from your key or address. "
                               "Retry after the time in the Retry-After header.", kind="requests",
                          code="rate_limit_exceeded", headers=retry)
+        if status == 503 and self.quotas is not None and self.quotas.on_error == "deny" and self.metrics.store_up == 0:
+            # The gateway's own 503 under on_redis_error deny, replaced by the errors middleware: said as it was.
+            return self.quota_unavailable()
         if status == 503:
             return error(503, "The service is unavailable: no backend can take the request now.", kind="server_error",
                          code="service_unavailable", headers=retry)
@@ -1422,13 +1425,15 @@ class FrontDoor:
             if self.quotas.on_error == "allow":
                 return
             self.metrics.quota_refused("", "store_unavailable")
-            raise Refused(error(503, "Usage quotas cannot be checked now; retry shortly.", kind="server_error",
-                                code="quota_unavailable", headers={"Retry-After": str(int(self.config["retry_after_s"]))}),
-                          "quota_unavailable") from None
+            raise Refused(self.quota_unavailable(), "quota_unavailable") from None
         if refused is not None:
             self.metrics.quota_refused(refused[0].get("group", "default"), refused[1])
             raise Refused(self.over_quota(*refused), "insufficient_quota")
         account.admitted = True
+
+    def quota_unavailable(self):
+        return error(503, "Usage quotas cannot be checked now; retry shortly.", kind="server_error", code="quota_unavailable",
+                     headers={"Retry-After": str(int(self.config["retry_after_s"]))})
 
     @staticmethod
     def over_quota(rule, limit, retry):

@@ -179,12 +179,12 @@ def test_one_trace_from_traefik_through_the_front_door_to_vllm(traced_bundle, tr
     assert llm_request["parent_id"] == gateway["span_id"]
     assert llm_request["service"] == "tiny-a"
     attributes = llm_request["attributes"]
-    assert attributes["gen_ai.usage.prompt_tokens"] >= 1
-    assert attributes["gen_ai.usage.completion_tokens"] == 4
-    assert attributes["gen_ai.response.model"] == "tiny-a"
-    for latency in ("gen_ai.latency.time_to_first_token", "gen_ai.latency.e2e", "gen_ai.latency.time_in_queue"):
-        assert attributes[latency] >= 0, latency
-    assert attributes["gen_ai.latency.e2e"] > 0
+    assert attributes.get("gen_ai.usage.prompt_tokens", 0) >= 1, attributes
+    assert attributes["gen_ai.usage.completion_tokens"] == 4, attributes
+    for latency in ("gen_ai.latency.time_to_first_token", "gen_ai.latency.e2e", "gen_ai.latency.time_in_queue",
+                    "gen_ai.latency.time_in_model_prefill", "gen_ai.latency.time_in_model_decode"):
+        assert attributes.get(latency, -1) >= 0, (latency, attributes)
+    assert attributes["gen_ai.latency.e2e"] >= attributes["gen_ai.latency.time_to_first_token"] > 0, attributes
     # Nested in time too: each child inside its parent.
     parent = by_id[gateway["parent_id"]]
     assert parent["start_ns"] <= gateway["start_ns"] <= llm_request["start_ns"] <= llm_request["end_ns"] <= gateway["end_ns"]

@@ -67,7 +67,7 @@ def make_secrets(workdir, host, basic_auth_users=()):
     result = run_playbook(play, "inventories/workstation", extra_vars={
         "ingress_tls_pki_dir": str(pki), "ingress_host": host,
         # The role's defaults read these from the plan fact; the PKI tasks alone run without a plan.
-        "ingress_namespace": "llm", "ingress_default_model": "",
+        "ingress_namespace": "llm", "ingress_default_model": "", "ingress_tracing": {},
         "ingress_basic_auth_users": list(basic_auth_users)}, timeout=300)
     if result.returncode != 0:
         raise RuntimeError("the PKI play failed:\n" + result.stdout[-4000:])

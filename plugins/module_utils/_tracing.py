@@ -12,8 +12,8 @@ llmserve_tracing (the user's; every key optional):
   record_identity  false: the front door's span carries no user name or group (privacy); true: it does
 
 llmserve_otlp_traces_endpoint (the older setting, vLLM alone) still works: set alone, it turns tracing on with that
-endpoint (http://host:port without a path is read as gRPC, as vLLM did). The plan's `tracing` entry is what every role reads: {enabled, endpoint, protocol, host_port, url,
-sample_rate, record_identity, backend, jaeger_namespace}.
+endpoint (http://host:port without a path is read as gRPC, as vLLM did). The plan's `tracing` entry is what every
+role reads: {enabled, endpoint, protocol, host_port, url, sample_rate, record_identity, backend, jaeger_namespace}.
 """
 
 from __future__ import absolute_import, division, print_function

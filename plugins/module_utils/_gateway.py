@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from ansible_collections.llmserve.k3s.plugins.module_utils import _quotas
+from ansible_collections.llmserve.k3s.plugins.module_utils import _quotas, _tracing
 
 MIB = 1024 ** 2
 # The front door process itself (Python, aiohttp, the config) before any body: measured RSS of an idle front door in
@@ -90,6 +90,9 @@ def frontdoor_config(models, settings):
         config["quotas"] = {"rules": _quotas.quota_rules(settings["quotas"]),
                             "on_redis_error": settings.get("quota_on_redis_error", "allow"),
                             "redis": redis_address(settings["redis"])}
+    tracing = _tracing.frontdoor_tracing(settings.get("tracing"))
+    if tracing is not None:
+        config["tracing"] = tracing
     return config
 
 

@@ -21,6 +21,8 @@ settings (role variables the ingress role passes; every key optional, DEFAULTS b
   kind                        ingress_traefik_kind: DaemonSet (a Traefik on every node) or Deployment
   proxy_protocol_trusted_ips  ingress_traefik_proxy_protocol_trusted_ips: load balancers in front of the nodes that
                               speak the PROXY protocol (HAProxy, a cloud NLB); none by default
+  tracing                     the plan's tracing entry (module_utils/_tracing.py, llmserve_tracing): OTLP tracing
+                              when it is enabled
 """
 
 from __future__ import absolute_import, division, print_function
@@ -39,7 +41,10 @@ DEFAULTS = {
     "external_traffic_policy": "Local",
     "kind": "DaemonSet",
     "proxy_protocol_trusted_ips": [],
+    "tracing": None,
 }
+# Traefik's spans carry this service name; the front door's and vLLM's carry their own.
+TRACING_SERVICE = "traefik"
 VARIABLES = {
     "version": "ingress_traefik_version",
     "chart_version": "ingress_traefik_chart_version",
@@ -49,6 +54,7 @@ VARIABLES = {
     "external_traffic_policy": "ingress_traefik_external_traffic_policy",
     "kind": "ingress_traefik_kind",
     "proxy_protocol_trusted_ips": "ingress_traefik_proxy_protocol_trusted_ips",
+    "tracing": "llmserve_tracing",
 }
 HEADER_STRATEGIES = ("delete", "reject", "keep")
 TRAFFIC_POLICIES = ("Local", "Cluster")
@@ -153,7 +159,20 @@ def traefik_arguments(settings=None):
         args += _both("forwardedHeaders.trustedIPs", ",".join(s["trusted_ips"]))
     if s["proxy_protocol_trusted_ips"]:
         args += _both("proxyProtocol.trustedIPs", ",".join(s["proxy_protocol_trusted_ips"]))
-    return args
+    return args + tracing_arguments(s["tracing"])
+
+
+def tracing_arguments(tracing):
+    """Traefik's OTLP tracing flags for the plan's tracing entry ([] when off). Traefik starts a trace for sampleRate
+    of the requests that come without a sampled traceparent (parent-based: a caller's decision is kept) and sends its
+    own span's context on (W3C traceparent) to the front door. gRPC: host:port, plaintext; HTTP: the whole URL."""
+    if not tracing or not tracing.get("enabled"):
+        return []
+    args = ["--tracing=true", "--tracing.serviceName=%s" % TRACING_SERVICE,
+            "--tracing.sampleRate=%s" % repr(float(tracing["sample_rate"]))]
+    if tracing["protocol"] == "grpc":
+        return args + ["--tracing.otlp.grpc.endpoint=%s" % tracing["host_port"], "--tracing.otlp.grpc.insecure=true"]
+    return args + ["--tracing.otlp.http.endpoint=%s" % tracing["url"]]
 
 
 def traefik_values(settings=None):

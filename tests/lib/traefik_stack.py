@@ -67,7 +67,7 @@ def make_secrets(workdir, host, basic_auth_users=()):
     result = run_playbook(play, "inventories/workstation", extra_vars={
         "ingress_tls_pki_dir": str(pki), "ingress_host": host,
         # The role's defaults read these from the plan fact; the PKI tasks alone run without a plan.
-        "ingress_namespace": "llm", "ingress_default_model": "",
+        "ingress_namespace": "llm", "ingress_default_model": "", "ingress_tracing": {},
         "ingress_basic_auth_users": list(basic_auth_users)}, timeout=300)
     if result.returncode != 0:
         raise RuntimeError("the PKI play failed:\n" + result.stdout[-4000:])
@@ -293,7 +293,7 @@ class ServingStack:
                 objects += slices
         self.objects = objects
         self.host, self.pki = host, pki
-        self.helm_chart_config = find(bundle, "HelmChartConfig", "traefik")[0]
+        self.helm_chart_config = resolve(find(bundle, "HelmChartConfig", "traefik")[0], dns or {})
         self.routes = len(ingress_route["spec"]["routes"])
         self.log_dir = log_dir
         self.api = self.traefik = None
@@ -337,13 +337,15 @@ def _by_port(service, backends):
 
 def resolve(obj, dns):
     """The object with cluster DNS names in URLs it holds (a forwardAuth address) replaced by the local address that
-    plays them: no cluster DNS runs here. {"name.ns.svc.cluster.local:8081": "127.0.0.7:41234"}."""
+    plays them: no cluster DNS runs here. {"name.ns.svc.cluster.local:8081": "127.0.0.7:41234"}; in Traefik's flags too
+    (--tracing.otlp.grpc.endpoint=name:4317)."""
     if not dns:
         return obj
     text = json.dumps(obj)
     for name, local in dns.items():
         text = text.replace("//" + name + "/", "//" + local + "/")
         text = text.replace(json.dumps(name), json.dumps(local))  # an address on its own (Redis endpoints)
+        text = text.replace("=" + name, "=" + local)  # a static flag's value
     return json.loads(text)
 
 

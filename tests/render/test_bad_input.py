@@ -88,6 +88,21 @@ CASES = {
                                "set enabled: true"]),
     "bad-namespace": ({"llmserve_namespace": "LLM_serving"}, None,
                       ['llmserve_namespace (llm_namespace_name) is "LLM_serving": not a DNS-1123 label']),
+    # Tracing (module_utils/_tracing.py): checked in the plan role, before any role renders.
+    "tracing-endpoint-not-otlp": ({"llmserve_tracing": {"enabled": True, "endpoint": "otel-collector:4317"}}, None,
+                                  ["llmserve_tracing.endpoint is 'otel-collector:4317': not an OTLP address",
+                                   "Write grpc://host:4317 (OTLP/gRPC) or http://host:4318"]),
+    "tracing-http-on-grpc-port": ({"llmserve_tracing": {"enabled": True, "endpoint": "http://otel:4317"}}, None,
+                                  ["4317 is the OTLP/gRPC port", "Write grpc://otel:4317, or http://otel:4318"]),
+    "tracing-sample-rate-above-1": ({"llmserve_tracing": {"enabled": True, "endpoint": "grpc://otel:4317", "sample_rate": 10}}, None,
+                                    ["llmserve_tracing.sample_rate is 10: not a number from 0 to 1",
+                                     "Fix: e.g. sample_rate: 0.1 for one request in ten"]),
+    "tracing-sample-rate-negative": ({"llmserve_tracing": {"enabled": True, "backend": "jaeger", "sample_rate": -0.5}},
+                                     "llama-3.1-8b", ["llmserve_tracing.sample_rate is -0.5"]),
+    "tracing-legacy-endpoint": ({"llmserve_otlp_traces_endpoint": "tempo.monitoring.svc"}, None,
+                                ["llmserve_otlp_traces_endpoint (llmserve_tracing.endpoint) is 'tempo.monitoring.svc'"]),
+    "tracing-nowhere": ({"llmserve_tracing": {"enabled": True}}, None,
+                        ["nowhere to send spans: endpoint is empty and backend is none", "backend: jaeger"]),
     "bad-cache-size": ({"llmserve_model_cache_size": "lots"}, None, ['llmserve_model_cache_size "lots"', "500Gi"]),
 }
 

@@ -340,7 +340,8 @@ def test_otlp_traces_endpoint_reaches_every_model(renders):
     assert len(deployments) == 3
     for deployment in deployments:
         args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
-        assert args[args.index("--otlp-traces-endpoint") + 1] == OTLP
+        # The older setting keeps working: vLLM sent it over gRPC (its exporter's default), as it is now written.
+        assert args[args.index("--otlp-traces-endpoint") + 1] == OTLP.replace("http://", "grpc://")
 
 
 def test_no_otlp_flag_by_default(bundle):

@@ -1106,6 +1106,7 @@ class FrontDoor:
                         for url in (backend["url"], backend.get("fallback_url")) if url}
         # (method, raw target) -> route, for the targets that passed the allow list (a bounded set: models x endpoints).
         self.routes = {}
+        self.tracing = Tracing(config["tracing"]) if config.get("tracing") else None
 
     # -- plumbing ---------------------------------------------------------------------------------------------
     async def lifetime(self, _app=None):
@@ -1133,6 +1134,8 @@ class FrontDoor:
         self.usage_lines.flush()
         if self.quotas is not None:
             self.quotas.redis.close()
+        if self.tracing is not None:
+            self.tracing.close()
 
     async def fetch(self, base, path, headers):
         """(status, body) of a GET to a backend; BackendError when it fails."""
@@ -1341,7 +1344,8 @@ class FrontDoor:
     async def handle(self, request):
         started = time.monotonic()
         model, status = "", 499
-        slot = account = None
+        slot = account = identity = None
+        span = self.tracing.start(request) if self.tracing is not None else None
         try:
             name, prefix, path = self.route(request)
             identity = self.verified(request)
@@ -1408,6 +1412,8 @@ class FrontDoor:
             if slot is not None:
                 slot.release()
             self.metrics.count(model, status, time.monotonic() - started)
+            if span is not None:
+                self.tracing.end(span, model, self.models[model]["url"] if model in self.models else "", status, identity)
             if account is not None and not account.settled:
                 # Refused, or an answer that ended early: its usage and quota place, settled beside the answer.
                 task = asyncio.ensure_future(self.settle(account, status))
@@ -1479,6 +1485,8 @@ class FrontDoor:
             # The model's vllm-router (consistent_hash) keeps one session key on one replica: the caller's identity
             # unless the client names its own session.
             headers["X-Session-ID"] = identity[0]
+        if self.tracing is not None:
+            self.tracing.inject(request, headers)
         return headers
 
     async def proxy(self, request, name, path, body, identity, slot=None, account=None):
@@ -1601,6 +1609,77 @@ class FrontDoor:
 
     async def metrics_page(self, _request):
         return web.Response(text=self.metrics.render(), content_type="text/plain", charset="utf-8")
+
+
+# -- tracing (config "tracing": docs/tracing.md) ---------------------------------------------------------------------
+SPAN = "llmserve.span"
+
+
+class Tracing:
+    """The front door's span of each request ("llmserve.gateway"): a child of the caller's W3C trace context (Traefik's
+    span), sent over OTLP by the OpenTelemetry SDK the vLLM image carries. The SDK is imported here, only when the
+    config has `tracing`: with tracing off nothing is imported, nothing is sent and no header is added. The backend
+    gets a new traceparent whose parent is this span (the router's and vLLM's spans are its children). Sampling follows
+    the caller's decision; a request that comes without a trace starts one at sample_rate. The identity is recorded
+    only with record_identity."""
+
+    def __init__(self, config):
+        # pylint: disable=import-outside-toplevel
+        from opentelemetry import trace
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+        from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+        if config.get("protocol", "grpc") == "grpc":
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+            exporter = OTLPSpanExporter(endpoint=config["endpoint"], insecure=True)
+        else:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+            exporter = OTLPSpanExporter(endpoint=config["endpoint"])
+        self.provider = TracerProvider(
+            resource=Resource.create({"service.name": config.get("service_name") or "llmserve-gateway"}),
+            sampler=ParentBased(TraceIdRatioBased(float(config.get("sample_rate", 1.0)))))
+        self.provider.add_span_processor(BatchSpanProcessor(exporter))
+        self.tracer = self.provider.get_tracer("llmserve.gateway")
+        self.propagator = TraceContextTextMapPropagator()
+        self.in_context, self.kind = trace.set_span_in_context, trace.SpanKind.SERVER
+        self.error = trace.Status(trace.StatusCode.ERROR)
+        self.record_identity = bool(config.get("record_identity"))
+
+    def start(self, request):
+        """The request's span, begun now; kept on the request for forward_headers."""
+        span = self.tracer.start_span("llmserve.gateway", context=self.propagator.extract(request.headers), kind=self.kind,
+                                      attributes={"http.request.method": request.method, "url.path": request.path})
+        request[SPAN] = span
+        return span
+
+    def inject(self, request, headers):
+        """The caller's traceparent and tracestate replaced by this span's context (flags keep the sampling decision)."""
+        span = request.get(SPAN)
+        if span is None:
+            return
+        for key in [k for k in headers if k.lower() in ("traceparent", "tracestate")]:
+            del headers[key]
+        self.propagator.inject(headers, context=self.in_context(span))
+
+    def end(self, span, model, backend, status, identity):
+        if span.is_recording():
+            span.set_attribute("llmserve.model", model)
+            span.set_attribute("http.response.status_code", int(status))
+            if backend:
+                span.set_attribute("llmserve.backend", backend)
+            if self.record_identity and identity is not None:
+                span.set_attribute("enduser.id", identity[0])
+                span.set_attribute("llmserve.groups", identity[1])
+            if status >= 500:
+                span.set_status(self.error)
+        span.end()
+
+    def close(self):
+        """Sends what is queued (bounded wait), then stops the exporter."""
+        self.provider.force_flush(2000)
+        self.provider.shutdown()
 
 
 class ClientGone(Exception):

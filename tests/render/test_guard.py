@@ -81,3 +81,20 @@ def test_the_front_door_gets_the_policy_and_hides_the_guard(guarded):
                                "timeout_s": 10, "stream_check_chars": 400, "max_body_bytes": 1048576, "log_identity": False}
     assert config["models"]["llama-guard-3-1b"]["hidden"] is True
     assert not any(b.get("hidden") for n, b in config["models"].items() if n != "llama-guard-3-1b")
+
+
+def test_the_guard_alerts_pass_promtool_unit_tests(guarded, tmp_path):
+    """The rendered llmserve.guard group alone, against tests/render/data/guard-alerts.test.yml: LlmserveGuardDown
+    fires when no front door reaches the guard for 2 minutes (not while one does), LlmserveGuardErrors on failed checks."""
+    import shutil
+
+    from prometheus import promtool, rules_file
+
+    folder, objects, output = guarded
+    (rule,) = [o for o in objects.values() if o["kind"] == "PrometheusRule" and o["metadata"]["name"] == "llmserve-alerts"]
+    rule = dict(rule, spec={"groups": [g for g in rule["spec"]["groups"] if g["name"] == "llmserve.guard"]})
+    assert [r["alert"] for r in rule["spec"]["groups"][0]["rules"]] == ["LlmserveGuardDown", "LlmserveGuardErrors"]
+    rules_file(rule, tmp_path / "guard-rules.yml")
+    shutil.copy(ROOT / "tests/render/data/guard-alerts.test.yml", tmp_path / "guard-alerts.test.yml")
+    tested = promtool("test", "rules", tmp_path / "guard-alerts.test.yml")
+    assert tested.returncode == 0 and "SUCCESS" in tested.stdout, tested.stdout

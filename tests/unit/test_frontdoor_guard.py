@@ -179,3 +179,29 @@ def test_verdicts_and_their_time_are_metrics(door):
     while "\nllmserve_guard_up 1" not in door.metrics():
         assert time.monotonic() < deadline
         time.sleep(0.2)
+
+
+def test_the_guard_dashboard_asks_for_what_the_front_door_exports(door):
+    """Every metric the guard dashboard queries is on the real front door's page, with every label the queries group
+    or filter by (model_name is the front door's `model`, renamed by its PodMonitor as on vLLM's series)."""
+    import pathlib
+
+    board = json.loads((pathlib.Path(__file__).resolve().parents[2] / "roles/monitoring/files/dashboards/llmserve-guard.json")
+                       .read_text(encoding="utf-8"))
+    post(door, "/v1/chat/completions", chat("a harmless question"))
+    page = door.metrics()
+    exported = {}
+    for name, labels in re.findall(r"^(\w+)\{([^}]*)\}", page, re.M):
+        exported.setdefault(name, set()).update(re.findall(r'(\w+)="', labels))
+    exported.setdefault("llmserve_guard_up", set())
+    assert "llmserve_guard_up" in page
+    queries = [t["expr"] for p in board["panels"] for t in p.get("targets", [])]
+    queries += [v["definition"] for v in board["templating"]["list"] if v.get("definition")]
+    for expr in queries:
+        for metric in re.findall(r"\b(llmserve_\w+)", expr):
+            assert metric in exported, (metric, expr)
+            used = set(re.findall(r"(\w+)\s*=~?", "".join(re.findall(r"\{([^}]*)\}", expr))))
+            used |= {w for group in re.findall(r"by \(([^)]*)\)", expr) for w in re.findall(r"\w+", group)}
+            used |= set(re.findall(r"label_values\(\w+, (\w+)\)", expr))
+            wanted = {"model" if label == "model_name" else label for label in used} - {"namespace", "pod"}
+            assert wanted <= exported[metric] | ({"stage"} if metric.startswith("llmserve_guard_duration") else set()), (expr, wanted)

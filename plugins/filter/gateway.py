@@ -5,11 +5,12 @@
 
 from __future__ import annotations
 
-from ansible_collections.llmserve.k3s.plugins.module_utils import _gateway, _quotas
+from ansible_collections.llmserve.k3s.plugins.module_utils import _gateway, _guard, _quotas
 
 
 class FilterModule:
     def filters(self):
         return {"gateway_middlewares": _gateway.middleware_chain, "gateway_route_prefixes": _gateway.route_prefixes,
                 "frontdoor_config": _gateway.frontdoor_config, "frontdoor_memory_mib": _gateway.frontdoor_memory_mib,
-                "quota_errors": _quotas.quota_errors, "quota_known_groups": _quotas.known_groups}
+                "quota_errors": _quotas.quota_errors, "quota_known_groups": _quotas.known_groups,
+                "guard_errors": _guard.policy_errors}

@@ -56,6 +56,8 @@ FIELDS = {
     "extra_env": ("`{}`", "more environment variables"),
     "resources": ("size class / sizing", "`{requests: {cpu, memory}, limits: {memory}}`"),
     "node_selector": ("`{}`", "node labels the replicas must run on, added to `llmserve.io/gpu: \"true\"`"),
+    "role": ("`serve`", "`serve`, or `guard`: a classifier the gateway asks about prompts and answers (`llmserve_guard`, "
+                       "docs/guard.md), planned and deployed like any model, kept out of `/v1/models` unless the policy exposes it"),
     "storage_size": ("`100Gi`", "the model's PVC in storage mode `local-path`"),
 }
 AUTOSCALING_FIELDS = ("enabled", "min_replicas", "max_replicas", "target_waiting")
@@ -205,6 +207,8 @@ def _validate_entry(index, entry, errors):
     params = entry.get("params_b")
     if params is not None and (isinstance(params, bool) or not isinstance(params, (int, float)) or params <= 0):
         errors.field(index, name, "params_b", "%r is not a positive number" % (params,), "give the parameter count in billions, e.g. 8.03")
+    if entry.get("role") is not None and entry.get("role") not in ("serve", "guard"):
+        errors.field(index, name, "role", "%r is not a role" % (entry["role"],), "use serve (the default) or guard")
     for field in BOOL_FIELDS:
         if field in entry and entry[field] is not None and not isinstance(entry[field], bool):
             errors.field(index, name, field, "%r is not a boolean" % (entry[field],), "write true or false (unquoted)")
@@ -336,6 +340,7 @@ def _resolve(entry, defaults, classes, predownload):
     spec["node_selector"] = entry.get("node_selector", {})
     spec["gated"] = bool(entry.get("gated", False))
     spec["session_affinity"] = bool(entry.get("session_affinity", False))
+    spec["role"] = entry.get("role") or "serve"
     if params_b is not None:
         spec["weights_gib"] = weights_gib(float(params_b), spec["dtype"], spec["quantization"])
     else:

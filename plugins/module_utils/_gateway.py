@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from ansible_collections.llmserve.k3s.plugins.module_utils import _quotas, _tracing
+from ansible_collections.llmserve.k3s.plugins.module_utils import _guard, _quotas, _tracing
 
 MIB = 1024 ** 2
 # The front door process itself (Python, aiohttp, the config) before any body: measured RSS of an idle front door in
@@ -86,6 +86,12 @@ def frontdoor_config(models, settings):
     config["usage"] = {"enabled": bool(settings.get("usage_enabled", True)),
                        "user_series": int(settings.get("usage_user_series", 1000)),
                        "log": bool(settings.get("usage_log", True))}
+    guard = _guard.frontdoor_guard(settings.get("guard"))
+    if guard:
+        config["guard"] = guard
+        for name, backend in config["models"].items():
+            if _guard.hidden(settings["guard"], name):
+                backend["hidden"] = True
     if settings.get("quotas"):
         config["quotas"] = {"rules": _quotas.quota_rules(settings["quotas"]),
                             "on_redis_error": settings.get("quota_on_redis_error", "allow"),

@@ -180,7 +180,7 @@ def test_adapter_exposes_what_the_model_hpas_scale_on(bundle, multinode):
 def test_dashboards_are_sidecar_configmaps_of_the_role_files(bundle):
     maps = [o for o in bundle[1].values() if o["kind"] == "ConfigMap" and o["metadata"]["namespace"] == "monitoring"]
     files = sorted((ROOT / "roles/monitoring/files/dashboards").glob("*.json"))
-    assert len(maps) == len(files) == 3
+    assert len(maps) == len(files) == 4
     for cm in maps:
         assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
         (key, text), = cm["data"].items()

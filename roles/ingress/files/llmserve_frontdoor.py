@@ -950,6 +950,256 @@ def label(value):
     return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
+# -- the guard model ---------------------------------------------------------------------------------------------------
+# A classifier model in front of the others (Llama Guard 3's contract): the gateway sends it the conversation in the
+# prompt format of Llama Guard 3's model card, as a raw completion constrained to the verdict's form; it answers "safe",
+# or "unsafe" and the violated categories on the next line.
+GUARD_CATEGORIES = {"S1": "Violent Crimes", "S2": "Non-Violent Crimes", "S3": "Sex-Related Crimes",
+                    "S4": "Child Sexual Exploitation", "S5": "Defamation", "S6": "Specialized Advice", "S7": "Privacy",
+                    "S8": "Intellectual Property", "S9": "Indiscriminate Weapons", "S10": "Hate",
+                    "S11": "Suicide & Self-Harm", "S12": "Sexual Content", "S13": "Elections",
+                    "S14": "Code Interpreter Abuse"}
+GUARDED = {"chat/completions": "chat", "completions": "text", "responses": "responses"}
+VERDICT_FORM = "safe|unsafe\nS([1-9]|1[0-4])(,S([1-9]|1[0-4]))*"
+VERDICT = re.compile(r"^\s*(?:(safe)|unsafe[ \t]*\r?\n[ \t]*(S(?:1[0-4]|[1-9])(?:[ \t]*,[ \t]*S(?:1[0-4]|[1-9]))*))\s*$")
+GUARD_TEMPLATE = (
+    "<|start_header_id|>user<|end_header_id|>\n\n"
+    "Task: Check if there is unsafe content in '%(role)s' messages in conversations according our safety policy with the "
+    "below categories.\n\n<BEGIN UNSAFE CONTENT CATEGORIES>\n%(categories)s\n<END UNSAFE CONTENT CATEGORIES>\n\n"
+    "<BEGIN CONVERSATION>\n\n%(conversation)s\n\n<END CONVERSATION>\n\n"
+    "Provide your safety assessment for ONLY THE LAST %(role)s message in the above conversation:\n"
+    " - First line must read 'safe' or 'unsafe'.\n"
+    " - If unsafe, a second line must include a comma-separated list of violated categories."
+    "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n")
+
+
+class GuardError(Exception):
+    """The guard did not answer in time, failed, or answered something that is not a verdict."""
+
+
+def text_of(content):
+    """The text of a message's content: a string, or the text parts of a list of parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") in ("text", "input_text", "output_text"))
+    return ""
+
+
+def conversation_of(doc, kind):
+    """[(role, text)] of a request body, roles "User" and "Agent" (Llama Guard's), turns of one role merged."""
+    turns = []
+    if kind == "chat":
+        items = doc.get("messages") or []
+    elif kind == "text":
+        prompt = doc.get("prompt")
+        items = [{"role": "user", "content": "\n".join(p for p in prompt if isinstance(p, str)) if isinstance(prompt, list) else prompt}]
+    else:
+        given = doc.get("input")
+        items = [{"role": "user", "content": given}] if isinstance(given, str) else (given or [])
+        if isinstance(doc.get("instructions"), str):
+            items = [{"role": "system", "content": doc["instructions"]}] + list(items)
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        role = "Agent" if item.get("role") == "assistant" else "User"
+        text = text_of(item.get("content"))
+        if not text:
+            continue
+        if turns and turns[-1][0] == role:
+            turns[-1] = (role, turns[-1][1] + "\n\n" + text)
+        else:
+            turns.append((role, text))
+    return turns
+
+
+def guard_prompt(turns, role):
+    """The prompt Llama Guard 3's model card gives: the categories, the conversation, and the question about the last
+    message of `role` (User: the prompt; Agent: the answer). The tokenizer adds <|begin_of_text|>."""
+    categories = "\n".join("%s: %s." % item for item in GUARD_CATEGORIES.items())
+    conversation = "\n\n".join("%s: %s" % turn for turn in turns)
+    return GUARD_TEMPLATE % {"role": role, "categories": categories, "conversation": conversation}
+
+
+def parse_verdict(text):
+    """("safe", []) or ("unsafe", [categories]); GuardError for anything else."""
+    match = VERDICT.match(text or "")
+    if not match:
+        raise GuardError("the guard's answer is not a verdict: %r" % (text or "")[:80])
+    if match.group(1):
+        return "safe", []
+    return "unsafe", [c.strip() for c in match.group(2).split(",")]
+
+
+class Guard:
+    """The policy of the config's `guard` section, and the calls to the guard model."""
+
+    def __init__(self, config, door):
+        self.model, self.door = config["model"], door
+        self.models, self.groups = set(config.get("models") or ()), set(config.get("groups") or ())
+        self.check = set(config.get("check") or ("prompt",))
+        self.block = set(config.get("block") or GUARD_CATEGORIES)
+        self.on_error = config.get("on_error", "deny")
+        self.timeout_s = float(config.get("timeout_s", 10))
+        self.every = int(config.get("stream_check_chars", 400))
+        self.max_body = int(config.get("max_body_bytes", 1048576))
+        self.log_identity = bool(config.get("log_identity"))
+        self.constrain = config.get("constrain", True)
+
+    def applies(self, model, groups, endpoint):
+        return (endpoint in GUARDED and model != self.model and (not self.models or model in self.models)
+                and (not self.groups or bool(self.groups.intersection(groups))))
+
+    async def verdict(self, turns, role, stage, model, group):
+        """(verdict, categories) of the last `role` turn; GuardError when the guard cannot say. Counted."""
+        started = time.monotonic()
+        body = {"model": self.model, "prompt": guard_prompt(turns, role), "max_tokens": 24, "temperature": 0}
+        if self.constrain:
+            body["structured_outputs"] = {"regex": VERDICT_FORM}
+        backend = self.door.models[self.model]
+        headers = {"Content-Type": "application/json"}
+        if self.door.internal_key:
+            headers["Authorization"] = "Bearer " + self.door.internal_key
+        try:
+            answer = await asyncio.wait_for(send(self.door.origins[backend["url"]], "POST", "/v1/completions", headers,
+                                                 json.dumps(body).encode(), self.door.config["connect_timeout_s"],
+                                                 self.timeout_s), self.timeout_s)
+            try:
+                raw = await asyncio.wait_for(answer.read(), self.timeout_s)
+            finally:
+                answer.finish()
+            if answer.status != 200:
+                raise GuardError("the guard answered %d" % answer.status)
+            found = parse_verdict(json.loads(raw)["choices"][0]["text"])
+        except (BackendError, asyncio.TimeoutError, ValueError, KeyError, IndexError, TypeError) as exc:
+            self.door.metrics.guarded(stage, "error", "", model, group, time.monotonic() - started)
+            raise GuardError(str(exc) or exc.__class__.__name__) from None
+        except GuardError:
+            self.door.metrics.guarded(stage, "error", "", model, group, time.monotonic() - started)
+            raise
+        self.door.metrics.guarded(stage, found[0], ",".join(found[1]), model, group, time.monotonic() - started)
+        return found
+
+    def blocked(self, found):
+        """The categories that block in a verdict ([] when it lets the text through)."""
+        return [c for c in found[1] if c in self.block] if found[0] == "unsafe" else []
+
+    def refusal(self, categories):
+        names = ", ".join("%s %s" % (c, GUARD_CATEGORIES.get(c, "")) for c in categories)
+        return error(400, "The prompt was refused by the content filter (%s)." % names, code="content_filter",
+                     param="messages")
+
+    def unavailable(self):
+        return error(503, "The content filter is unavailable; retry shortly.", kind="server_error", code="guard_unavailable",
+                     headers={"Retry-After": str(int(self.door.config["retry_after_s"]))})
+
+    def who(self, account, user):
+        return user if self.log_identity else "(identity not logged)"
+
+
+def filtered_answer(raw, kind, replace):
+    """A whole answer with the choices `replace` names emptied and finished by the content filter."""
+    doc = json.loads(raw)
+    for choice in doc.get("choices") or ():
+        if choice.get("index") in replace:
+            if kind == "chat":
+                choice["message"] = {"role": "assistant", "content": ""}
+            else:
+                choice["text"] = ""
+            choice["finish_reason"] = "content_filter"
+            if "stop_reason" in choice:
+                choice["stop_reason"] = None
+    return json.dumps(doc).encode()
+
+
+class GuardStream:
+    """A streamed answer under response checks: events are held until the text they carry has been checked (every
+    `every` characters of new text, and at the end): no text reaches the client before the guard has seen it. An
+    unsafe verdict ends the stream with a chunk whose finish_reason is content_filter, then [DONE]."""
+
+    def __init__(self, guard, turns, kind, model, group):
+        self.guard, self.turns, self.kind, self.model, self.group = guard, turns, kind, model, group
+        self.buffer, self.held, self.text, self.checked, self.last = b"", [], {}, {}, None
+        self.stopped, self.blocked = False, {}
+
+    def _take(self, event):
+        doc = event_data(event) if event.startswith(b"data: {") else None
+        if not isinstance(doc, dict):
+            return
+        self.last = doc
+        for choice in doc.get("choices") or ():
+            piece = (choice.get("delta") or {}).get("content") if self.kind == "chat" else choice.get("text")
+            if isinstance(piece, str) and piece:
+                index = choice.get("index", 0)
+                self.text[index] = self.text.get(index, "") + piece
+
+    async def feed(self, data, final=False):
+        """What may go to the client now: the events held so far, once the text they carry has been checked. The checks
+        fall every `every` characters of a choice's text, event by event, whatever pieces the answer came in (final:
+        the end of the answer, the rest is checked and let go)."""
+        if self.stopped:
+            return b""
+        self.buffer += data
+        out = []
+        while True:
+            end = self.buffer.find(b"\n\n")
+            if end < 0:
+                break
+            event, self.buffer = self.buffer[:end + 2], self.buffer[end + 2:]
+            self._take(event)
+            self.held.append(event)
+            due = [i for i, t in self.text.items() if len(t) - self.checked.get(i, 0) >= self.guard.every]
+            if due:
+                blocked = await self._check(due)
+                if blocked:
+                    return b"".join(out) + self._stop(blocked)
+            if not any(len(t) > self.checked.get(i, 0) for i, t in self.text.items()):
+                out += self.held
+                self.held = []
+        if final:
+            rest = [i for i, t in self.text.items() if len(t) > self.checked.get(i, 0)]
+            if rest:
+                blocked = await self._check(rest)
+                if blocked:
+                    return b"".join(out) + self._stop(blocked)
+            out += self.held + [self.buffer]
+            self.held, self.buffer = [], b""
+        return b"".join(out)
+
+    async def _check(self, due):
+        blocked = {}
+        for index in due:
+            try:
+                found = await self.guard.verdict(self.turns + [("Agent", self.text[index])], "Agent", "response",
+                                                 self.model, self.group)
+            except GuardError as exc:
+                LOG.warning("guard: the answer could not be checked (%s): %s", exc,
+                            "ending it" if self.guard.on_error == "deny" else "letting it through")
+                if self.guard.on_error == "deny":
+                    blocked[index] = ["unchecked"]
+                self.checked[index] = len(self.text[index])
+                continue
+            self.checked[index] = len(self.text[index])
+            categories = self.guard.blocked(found)
+            if categories:
+                blocked[index] = categories
+        return blocked
+
+    def _stop(self, blocked):
+        self.stopped, self.held, self.buffer, self.blocked = True, [], b"", blocked
+        last = self.last or {}
+        out = []
+        for index in sorted(blocked):
+            chunk = {"id": last.get("id", ""), "object": last.get("object", "chat.completion.chunk"),
+                     "created": last.get("created", 0), "model": last.get("model", "")}
+            if self.kind == "chat":
+                chunk["choices"] = [{"index": index, "delta": {}, "logprobs": None, "finish_reason": "content_filter"}]
+            else:
+                chunk["choices"] = [{"index": index, "text": "", "logprobs": None, "finish_reason": "content_filter"}]
+            out.append(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+        return b"".join(out) + b"data: [DONE]\n\n"
+
+
 class Metrics:
     """Counters and gauges in Prometheus text format (no client library needed in the image)."""
 
@@ -965,6 +1215,8 @@ class Metrics:
         self.usage_requests, self.usage_tokens, self.quota_refusals = {}, {}, {}
         self.user_series, self.users = int(user_series), set()
         self.store_up, self.store_errors = None, 0  # the quota store's state (None: no quotas)
+        # The guard: (stage, verdict, categories, model, group) -> verdicts; stage -> (seconds, calls); its model.
+        self.guard_verdicts, self.guard_seconds, self.guard_model = {}, {}, None
 
     def user_label(self, user):
         if user not in self.users:
@@ -982,6 +1234,12 @@ class Metrics:
             if tokens:
                 key = (user, account.group, account.model, kind)
                 self.usage_tokens[key] = self.usage_tokens.get(key, 0) + tokens
+
+    def guarded(self, stage, verdict, categories, model, group, seconds):
+        key = (stage, verdict, categories, model, group)
+        self.guard_verdicts[key] = self.guard_verdicts.get(key, 0) + 1
+        total, n = self.guard_seconds.get(stage, (0.0, 0))
+        self.guard_seconds[stage] = (total + seconds, n + 1)
 
     def quota_refused(self, group, limit):
         self.quota_refusals[group, limit] = self.quota_refusals.get((group, limit), 0) + 1
@@ -1002,7 +1260,8 @@ class Metrics:
                 "usage_requests": [list(k) + [n] for k, n in self.usage_requests.items()],
                 "usage_tokens": [list(k) + [n] for k, n in self.usage_tokens.items()],
                 "quota_refusals": [list(k) + [n] for k, n in self.quota_refusals.items()],
-                "store_up": self.store_up, "store_errors": self.store_errors}
+                "store_up": self.store_up, "store_errors": self.store_errors,
+                "guard_verdicts": [list(k) + [n] for k, n in self.guard_verdicts.items()], "guard_seconds": self.guard_seconds}
 
     def add(self, snapshot, gauges=True):
         """Add a worker's snapshot (its gauges too unless it has ended)."""
@@ -1013,7 +1272,10 @@ class Metrics:
         for model, (total, n) in snapshot["seconds"].items():
             before = self.seconds.get(model, (0.0, 0))
             self.seconds[model] = (before[0] + total, before[1] + n)
-        for field in ("usage_requests", "usage_tokens", "quota_refusals"):
+        for stage, (total, n) in snapshot.get("guard_seconds", {}).items():
+            before = self.guard_seconds.get(stage, (0.0, 0))
+            self.guard_seconds[stage] = (before[0] + total, before[1] + n)
+        for field in ("usage_requests", "usage_tokens", "quota_refusals", "guard_verdicts"):
             counters = getattr(self, field)
             for row in snapshot.get(field, ()):
                 key = tuple(row[:-1])
@@ -1063,6 +1325,18 @@ class Metrics:
                     "# TYPE llmserve_quota_store_up gauge", "llmserve_quota_store_up %d" % self.store_up,
                     "# HELP llmserve_quota_store_errors_total Calls to the quota store that failed or timed out.",
                     "# TYPE llmserve_quota_store_errors_total counter", "llmserve_quota_store_errors_total %d" % self.store_errors]
+        if self.guard_model is not None:
+            out += ["# HELP llmserve_guard_verdicts_total The guard model's verdicts, by stage (prompt, response), verdict "
+                    "(safe, unsafe, error), categories, model and group.", "# TYPE llmserve_guard_verdicts_total counter"]
+            out += ['llmserve_guard_verdicts_total{stage="%s",verdict="%s",category="%s",model="%s",group="%s"} %d'
+                    % (st, v, c, label(m), label(g), n) for (st, v, c, m, g), n in sorted(self.guard_verdicts.items())]
+            out += ["# HELP llmserve_guard_duration_seconds Time the guard took to answer, by stage.",
+                    "# TYPE llmserve_guard_duration_seconds summary"]
+            for stage, (total, n) in sorted(self.guard_seconds.items()):
+                out += ['llmserve_guard_duration_seconds_sum{stage="%s"} %.6f' % (stage, total),
+                        'llmserve_guard_duration_seconds_count{stage="%s"} %d' % (stage, n)]
+            out += ["# HELP llmserve_guard_up 1 when the guard model's backend answered its health check.",
+                    "# TYPE llmserve_guard_up gauge", "llmserve_guard_up %d" % self.up.get(self.guard_model, 0)]
         return "\n".join(out) + "\n"
 
 
@@ -1083,6 +1357,8 @@ class FrontDoor:
         # Body "model" -> catalog model: the catalog names and every served name (LoRA adapters) of a backend.
         self.names = {}
         for model, backend in self.models.items():
+            if backend.get("hidden"):
+                continue  # the guard model, unless the admin offers it: not a name clients may send
             for served in [model] + list(backend["served_names"]):
                 self.names.setdefault(served, model)
         usage = config.get("usage") or {}
@@ -1094,6 +1370,8 @@ class FrontDoor:
             if config.get("quotas") else None
         self.settling = set()  # usage being recorded after an answer that ended early
         self.usage_lines = UsageLog()
+        self.guard = Guard(config["guard"], self) if config.get("guard") else None
+        self.metrics.guard_model = self.guard.model if self.guard else None
         self.keys, self.users = load_identities(config["identities_file"])
         self.internal_key = environ.get("LLMSERVE_INTERNAL_KEY", "")
         # Every replica signs with the cluster's key; a process started without one signs for itself alone.
@@ -1266,7 +1544,7 @@ class FrontDoor:
             raise Refused(error(405, "Use %s for /v1/%s." % (ENDPOINTS[endpoint], endpoint), code="method_not_allowed",
                                 headers={"Allow": ENDPOINTS[endpoint]}), "method_not_allowed")
         name, prefix = match.group("model"), match.group("prefix")
-        if name is not None and name not in self.models:
+        if name is not None and (name not in self.models or self.models[name].get("hidden")):
             raise Refused(error(404, "The model `%s` does not exist. Models: %s." % (name, ", ".join(sorted(self.models))),
                                 code="model_not_found"), "model_not_found")
         if prefix is not None and prefix not in self.config["ab_tests"]:
@@ -1393,7 +1671,10 @@ class FrontDoor:
                         account.model = wanted if self.names.get(wanted) == name else name
                         if stream and not include and path[4:] in STREAMED_USAGE:
                             body, account.strip = with_usage_asked(body), True
-                    response = await self.proxy(request, name, path, body, identity, slot, account)
+                    guarded = None
+                    if self.guard is not None and self.guard.applies(name, split_groups(identity[1]), path[4:]):
+                        guarded = await self.check_prompt(body, path[4:], name, identity)
+                    response = await self.proxy(request, name, path, body, identity, slot, account, guarded)
                     slot = None  # released by proxy once the body is sent
                     status = response.status
                     return response
@@ -1419,6 +1700,63 @@ class FrontDoor:
                 task = asyncio.ensure_future(self.settle(account, status))
                 self.settling.add(task)
                 task.add_done_callback(self.settling.discard)
+
+    async def check_prompt(self, body, endpoint, name, identity):
+        """The guard's verdict on the prompt (when the policy checks prompts): Refused with 400 content_filter when it
+        blocks, 503 guard_unavailable when the guard cannot say under on_error deny. What the answer's check needs
+        (the conversation), or None when answers are not checked."""
+        guard, kind = self.guard, GUARDED[endpoint]
+        if len(body) > guard.max_body:
+            raise Refused(error(413, "Request body of %d bytes is larger than the content filter takes (%d bytes)."
+                                % (len(body), guard.max_body), code="request_too_large"), "request_too_large")
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            raise Refused(error(400, "The request body is not JSON.", code="invalid_json"), "invalid_json") from None
+        turns = conversation_of(doc if isinstance(doc, dict) else {}, kind)
+        groups = split_groups(identity[1])
+        group = groups[0] if groups else ""
+        if "prompt" in guard.check and turns:
+            try:
+                found = await guard.verdict(turns, "User", "prompt", name, group)
+            except GuardError as exc:
+                LOG.warning("guard: the prompt could not be checked (%s): %s", exc,
+                            "refusing" if guard.on_error == "deny" else "letting it through")
+                if guard.on_error == "deny":
+                    raise Refused(guard.unavailable(), "guard_unavailable") from None
+                found = ("safe", [])
+            blocked = guard.blocked(found)
+            if blocked:
+                LOG.info("guard: prompt refused, model %s, categories %s, %s", name, ",".join(blocked),
+                         guard.who(None, identity[0]))
+                raise Refused(guard.refusal(blocked), "content_filter")
+        if "response" in guard.check and kind != "responses":
+            return turns, kind, group
+        return None
+
+    async def check_answer(self, raw, guarded, name):
+        """A whole answer, its choices checked: those the guard blocks (or, under on_error deny, cannot check) are
+        emptied with finish_reason content_filter."""
+        turns, kind, group = guarded
+        try:
+            doc = json.loads(raw)
+            choices = [(c.get("index", 0), (c.get("message") or {}).get("content") if kind == "chat" else c.get("text"))
+                       for c in doc.get("choices") or ()]
+        except (ValueError, AttributeError):
+            return raw
+        replace = []
+        for index, text in choices:
+            if not isinstance(text, str) or not text:
+                continue
+            try:
+                blocked = self.guard.blocked(await self.guard.verdict(turns + [("Agent", text)], "Agent", "response", name, group))
+            except GuardError as exc:
+                LOG.warning("guard: an answer could not be checked (%s)", exc)
+                blocked = ["unchecked"] if self.guard.on_error == "deny" else []
+            if blocked:
+                LOG.info("guard: answer replaced, model %s, categories %s", name, ",".join(blocked))
+                replace.append(index)
+        return filtered_answer(raw, kind, replace) if replace else raw
 
     async def admit(self, account):
         """The identity's quotas, before anything is read or sent: Refused (429 insufficient_quota, Retry-After) when
@@ -1489,7 +1827,7 @@ class FrontDoor:
             self.tracing.inject(request, headers)
         return headers
 
-    async def proxy(self, request, name, path, body, identity, slot=None, account=None):
+    async def proxy(self, request, name, path, body, identity, slot=None, account=None, guarded=None):
         backend = self.models[name]
         headers = self.forward_headers(request, identity, name)
         self.metrics.in_flight[name] += 1
@@ -1509,7 +1847,7 @@ class FrontDoor:
                 slot.release()  # the body is sent: its slot is free for the next large body
                 slot = None
             try:
-                return await self.relay(request, upstream, name, account)
+                return await self.relay(request, upstream, name, account, guarded)
             finally:
                 upstream.finish()
         except BackendError as exc:
@@ -1520,7 +1858,7 @@ class FrontDoor:
                 slot.release()
             self.metrics.in_flight[name] -= 1
 
-    async def relay(self, request, upstream, name, account=None):
+    async def relay(self, request, upstream, name, account=None, guarded=None):
         headers = [(k, v) for k, v in upstream.headers if k.lower() not in HOP]
         if upstream.content_length is not None and upstream.content_length <= self.config["max_request_body_bytes"]:
             # A whole answer of known length (not a stream): read it, then send status, headers and body at once.
@@ -1529,12 +1867,15 @@ class FrontDoor:
                 if 200 <= upstream.status < 300:
                     account.take(usage_of_answer(raw))
                 await self.settle(account, upstream.status)  # counted before the client has the answer
+            if guarded is not None and upstream.status == 200:
+                raw = await self.check_answer(raw, guarded, name)
             return web.Response(status=upstream.status, reason=upstream.reason or None, body=raw,
                                 headers=CIMultiDict(headers))
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason or None)
         for key, value in headers:
             response.headers.add(key, value)
-        if upstream.content_length is not None:
+        checked = GuardStream(self.guard, *guarded[:2], name, guarded[2]) if guarded is not None and upstream.status == 200 else None
+        if upstream.content_length is not None and checked is None:
             response.content_length = upstream.content_length
         await response.prepare(request)
         usage = UsageStream(account) if account is not None and upstream.status == 200 else None
@@ -1546,8 +1887,14 @@ class FrontDoor:
                     break  # the last piece goes out with the end of the answer, in one write
                 if usage is not None:
                     chunk = usage.feed(chunk)
-                    if not chunk:
-                        continue
+                if checked is not None:
+                    chunk = await checked.feed(chunk)
+                    if checked.stopped:
+                        LOG.info("guard: stream ended, model %s, categories %s", name,
+                                 ",".join(c for cs in checked.blocked.values() for c in cs))
+                        break
+                if not chunk:
+                    continue
                 await response.write(chunk)
         except ConnectionResetError:
             # The client left before the answer ended; finish() closes the backend connection, and vLLM aborts the
@@ -1561,8 +1908,13 @@ class FrontDoor:
             if request.transport is not None:
                 request.transport.close()
             raise ClientGone(response, 502) from None
-        if usage is not None:
-            chunk = usage.feed(chunk) + usage.end()
+        if checked is not None and checked.stopped:
+            pass  # the content filter's end of the stream is the last piece
+        else:
+            if usage is not None:
+                chunk = usage.feed(chunk) + usage.end()
+            if checked is not None:
+                chunk = await checked.feed(chunk, final=True)
         if account is not None:
             await self.settle(account, upstream.status)  # counted before the client has the end of the answer
         try:
@@ -1583,9 +1935,10 @@ class FrontDoor:
                 return await self.fetch(backend["url"], "/v1/models", headers)
             except BackendError as exc:
                 return None, str(exc).encode()
-        answers = await asyncio.gather(*(one(b) for b in self.models.values()))
+        listed = [n for n, b in self.models.items() if not b.get("hidden")]
+        answers = await asyncio.gather(*(one(self.models[n]) for n in listed))
         data, seen = [], set()
-        for (status, raw), name in zip(answers, self.models):
+        for (status, raw), name in zip(answers, listed):
             if status != 200:
                 LOG.warning("model %s: /v1/models answered %s", name, status)
                 continue
@@ -1883,7 +2236,7 @@ class Supervisor:
         for worker in self.workers:
             if worker.last is not None:
                 total.add(worker.last)
-        total.up = self.door.metrics.up
+        total.up, total.guard_model = self.door.metrics.up, self.door.metrics.guard_model
         return web.Response(text=total.render(), content_type="text/plain", charset="utf-8")
 
     async def restart(self, worker):

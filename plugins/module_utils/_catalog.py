@@ -57,7 +57,7 @@ FIELDS = {
     "resources": ("size class / sizing", "`{requests: {cpu, memory}, limits: {memory}}`"),
     "node_selector": ("`{}`", "node labels the replicas must run on, added to `llmserve.io/gpu: \"true\"`"),
     "role": ("`serve`", "`serve`, or `guard`: a classifier the gateway asks about prompts and answers (`llmserve_guard`, "
-                       "docs/guard.md), planned and deployed like any model, kept out of `/v1/models` unless the policy exposes it"),
+                        "docs/guard.md), planned and deployed like any model, kept out of `/v1/models` unless the policy exposes it"),
     "storage_size": ("`100Gi`", "the model's PVC in storage mode `local-path`"),
 }
 AUTOSCALING_FIELDS = ("enabled", "min_replicas", "max_replicas", "target_waiting")

@@ -53,7 +53,7 @@ def policy_errors(policy, catalog):
         errors.append("llmserve_guard.model %r has role %r. Fix: set role: guard on that catalog entry, or name one that has it."
                       % (name, by_name[name].get("role", "serve")))
     elif not by_name[name].get("enabled", True) or (by_name[name].get("replicas") == 0
-                                                     and not (by_name[name].get("autoscaling") or {}).get("enabled")):
+                                                    and not (by_name[name].get("autoscaling") or {}).get("enabled")):
         errors.append("llmserve_guard.model %r is disabled (enabled: false or replicas: 0): nothing would answer the gateway. "
                       "Fix: enable it, or set llmserve_guard.enabled: false." % (name,))
     models = policy.get("models", [])

@@ -91,5 +91,3 @@ class GuardStandIns:
         threading.Thread(target=lambda: (loop.run_until_complete(main()), loop.run_forever()), daemon=True).start()
         assert ready.wait(10)
         return self
-
-

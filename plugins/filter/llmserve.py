@@ -124,4 +124,5 @@ class FilterModule:
                 "bundle_objects": bundle_objects, "apply_steps": apply_steps, "prune_list": prune_list,
                 "run_scope": _apply.run_scope, "prunable_kinds": prunable_kinds, "frontdoor_backend": frontdoor_backend,
                 "traefik_arguments": traefik_arguments, "traefik_values": traefik_values,
-                "lora_slots": lora_slots}
+                "lora_slots": lora_slots, "adapter_downloads": _lora.downloads, "lora_paths": _lora.wanted_paths,
+                "lora_restart_reasons": _lora.restart_reasons}

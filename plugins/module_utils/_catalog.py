@@ -357,7 +357,7 @@ def _resolve(entry, defaults, classes, predownload, cache=_lora.MODEL_CACHE, loc
     spec["base_replicas"] = auto["min_replicas"] if auto["enabled"] else spec["replicas"]
     spec.update(serving(entry, spec["replicas"], auto["enabled"]))
     spec["placement"] = []
-    spec["lora"] = _lora.plan(entry, cache, local_cache)
+    spec["lora"] = _lora.plan(entry, cache, local_cache, predownload)
     for field in ("adapters", "max_loras", "max_cpu_loras"):
         spec.pop(field, None)
     return spec

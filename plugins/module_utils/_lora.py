@@ -188,23 +188,25 @@ def default_max_cpu_loras(count):
     return 4 * (count // 4 + 1)
 
 
-def plan(entry, cache=MODEL_CACHE, local_cache=None):
+def plan(entry, cache=MODEL_CACHE, local_cache=None, predownload=True):
     """The LoRA part of a model's plan: {} without adapters, else {adapters, max_lora_rank, max_loras, max_cpu_loras}.
 
     local_cache: where the model cache is on this machine (the controller), to read each adapter's rank from its
-    adapter_config.json at render time; an adapter not there takes the catalog's rank, else 16."""
+    adapter_config.json at render time; an adapter not there takes the catalog's rank, else 16. predownload: a Hugging
+    Face adapter is in the cache (model_storage downloads it to adapters/<name>); else vLLM fetches it by its id."""
     adapters = entry.get("adapters") or []
     if not adapters:
         return {}
     out = []
     for adapter in adapters:
-        folder = adapter_folder(adapter, cache)
-        found = read_rank(os.path.join(local_cache, folder)) if local_cache else None
+        download = cache_relative(adapter["source"], cache) is None
+        folder = adapter_folder(adapter, cache) if predownload or not download else None
+        found = read_rank(os.path.join(local_cache, folder)) if local_cache and folder else None
         rank = found or adapter.get("rank") or DEFAULT_RANK
         out.append({"name": adapter["name"], "source": adapter["source"], "revision": adapter.get("revision"),
                     "folder": folder, "rank": rank, "rank_from": "adapter_config.json" if found else
                     "catalog" if adapter.get("rank") else "default",
-                    "download": cache_relative(adapter["source"], cache) is None})
+                    "download": download})
     max_cpu = entry.get("max_cpu_loras") or default_max_cpu_loras(len(out))
     max_loras = entry.get("max_loras") or min(len(out), MAX_LORAS_DEFAULT, max_cpu)
     return {"adapters": out, "max_lora_rank": round_rank(max(a["rank"] for a in out)) or LORA_RANKS[-1],
@@ -224,9 +226,15 @@ def check_plan(lora, report):
                "set max_cpu_loras to %d or more, or leave it unset" % len(lora["adapters"]))
 
 
+def pod_path(adapter, mount):
+    """Where the pod reads the adapter: its folder under the cache mount, or (not pre-downloaded) its Hugging Face id,
+    which vLLM downloads into HF_HOME on the cache."""
+    return posixpath.join(mount, adapter["folder"]) if adapter["folder"] else adapter["source"]
+
+
 def module_json(adapter, base, mount):
     """vLLM's --lora-modules JSON of one adapter (LoRAModulePath: name, path, base_model_name), path in the pod."""
-    return json.dumps({"name": adapter["name"], "path": posixpath.join(mount, adapter["folder"]), "base_model_name": base},
+    return json.dumps({"name": adapter["name"], "path": pod_path(adapter, mount), "base_model_name": base},
                       sort_keys=True, separators=(",", ":"))
 
 
@@ -323,3 +331,52 @@ def reconcile(running, wanted):
     unload = sorted(n for n in running if n not in wanted or (running[n] and running[n] != wanted[n]))
     load = sorted((n, p) for n, p in wanted.items() if n not in running or n in unload)
     return {"load": load, "unload": unload}
+
+
+def sync_replica(fetch, url, base, wanted, api_key=None, check_mode=False, timeout=60.0):
+    """Load and unload adapters in one running vLLM (its /v1/load_lora_adapter and /v1/unload_lora_adapter, which
+    VLLM_ALLOW_RUNTIME_LORA_UPDATING=True switches on). fetch: _health.http_fetch's signature; wanted {name: path}.
+
+    Returns {url, loaded, unloaded, failed: [(name, status, body)]}; in check mode nothing is sent but the list."""
+    headers = {"Authorization": "Bearer " + api_key} if api_key else {}
+    url = url.rstrip("/")
+    answer = fetch(url + "/v1/models", headers=headers, timeout=timeout)
+    out = {"url": url, "loaded": [], "unloaded": [], "failed": []}
+    if answer.status != 200:
+        out["failed"].append(("/v1/models", answer.status or answer.kind, (answer.body or answer.error)[:300]))
+        return out
+    actions = reconcile(running_adapters(answer.body, base), wanted)
+    for name in actions["unload"]:
+        reply = None if check_mode else fetch(url + "/v1/unload_lora_adapter", method="POST", headers=headers,
+                                              body={"lora_name": name}, timeout=timeout)
+        if reply is None or reply.status == 200:
+            out["unloaded"].append(name)
+        else:
+            out["failed"].append((name, reply.status or reply.kind, (reply.body or reply.error)[:300]))
+    for name, path in actions["load"]:
+        reply = None if check_mode else fetch(url + "/v1/load_lora_adapter", method="POST", headers=headers,
+                                              body={"lora_name": name, "lora_path": path}, timeout=timeout)
+        if reply is None or reply.status == 200:
+            out["loaded"].append(name)
+        else:
+            out["failed"].append((name, reply.status or reply.kind, (reply.body or reply.error)[:300]))
+    return out
+
+
+def wanted_paths(planned, mount):
+    """{adapter name: path in the pod} of a planned model."""
+    return dict((a["name"], pod_path(a, mount)) for a in (planned.get("lora") or {}).get("adapters", []))
+
+
+def downloads(models, cache=MODEL_CACHE):
+    """The Hugging Face adapters of the enabled catalog entries, as model_storage's download items
+    ({name, model, revision, local_dir}: local_dir relative to the model cache)."""
+    out = []
+    for entry in models or []:
+        if not isinstance(entry, dict) or entry.get("enabled") is False or not isinstance(entry.get("adapters"), list):
+            continue
+        for adapter in entry["adapters"]:
+            if isinstance(adapter, dict) and isinstance(adapter.get("source"), str) and cache_relative(adapter["source"], cache) is None:
+                out.append({"name": adapter["name"], "model": adapter["source"], "revision": adapter.get("revision") or "main",
+                            "local_dir": posixpath.join(HF_ADAPTER_DIR, adapter["name"])})
+    return out

@@ -83,7 +83,7 @@ def test_every_argument_list_with_adapters_parses_with_vllms_parser(renders):
     assert result.returncode == 0, result.stderr[-3000:]
     llama, qwen = json.loads(result.stdout.strip().splitlines()[-1])
     assert llama == {"enable_lora": True, "max_lora_rank": 64, "max_loras": 2, "max_cpu_loras": 4, "lora_modules": [
-        {"name": "llama-legal", "path": "/models/adapters/llama-legal", "base_model_name": "llama"},
+        {"name": "llama-legal", "path": "org/llama-legal-lora", "base_model_name": "llama"},
         {"name": "llama-chem", "path": "/models/adapters/chem", "base_model_name": "llama"}]}
     assert qwen == {"enable_lora": True, "max_lora_rank": 8, "max_loras": 2, "max_cpu_loras": 3, "lora_modules": [
         {"name": "qwen-course", "path": "/models/course/qwen", "base_model_name": "qwen"}]}

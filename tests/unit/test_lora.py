@@ -17,8 +17,8 @@ NODES = [{"name": "gpu1", "gpu_count": 4, "gpu_memory_gib": 80, "gpu_name": "NVI
 BASE = {"name": "llama", "model": "meta-llama/Llama-3.1-8B-Instruct", "architecture": "llama-3.1-8b"}
 
 
-def plan(models, local_cache=None):
-    return _catalog.plan_catalog(models, NODES, DEFAULTS, CLASSES, local_cache=local_cache)
+def plan(models, local_cache=None, predownload=True):
+    return _catalog.plan_catalog(models, NODES, DEFAULTS, CLASSES, predownload=predownload, local_cache=local_cache)
 
 
 def entry(*adapters, **fields):
@@ -74,6 +74,19 @@ def test_lora_settings_and_arguments():
     assert slots["LLMSERVE_LORA_3"] == ""
     expanded = _lora.expand(args, slots)
     assert expanded[-4:] == [slots["LLMSERVE_LORA_%d" % i] for i in range(4)]
+
+
+def test_without_predownload_vllm_fetches_a_hub_adapter_by_its_id():
+    model = plan([entry(adapter("a"), adapter("b", source="./adapters/b"))], predownload=False)["models"][0]
+    slots = _lora.slot_values(model, "/models")
+    assert json.loads(slots["LLMSERVE_LORA_0"])["path"] == "org/a"
+    assert json.loads(slots["LLMSERVE_LORA_1"])["path"] == "/models/adapters/b"
+
+
+def test_hub_adapters_are_downloaded_with_the_models():
+    models = [entry(adapter("a", revision="v2"), adapter("b", source="./adapters/b")),
+              dict(BASE, name="off", enabled=False, adapters=[adapter("c")])]
+    assert _lora.downloads(models) == [{"name": "a", "model": "org/a", "revision": "v2", "local_dir": "adapters/a"}]
 
 
 def test_rank_is_read_from_the_adapter_on_disk(tmp_path):
@@ -162,3 +175,12 @@ def test_changes_that_need_a_restart_say_why():
     reasons = _lora.restart_reasons(["--enable-lora", "--max-lora-rank", "16"], ["--enable-lora", "--max-lora-rank", "64"])
     assert reasons == ["an adapter's rank is above the running maximum: --max-lora-rank 16 -> 64"]
     assert _lora.restart_reasons(["m"], ["m", "--enable-lora"]) == ["LoRA is turned on (--enable-lora)"]
+
+
+def test_health_checks_every_adapter_at_its_models_endpoints():
+    from ansible_collections.llmserve.k3s.plugins.filter import health
+
+    model = plan([entry(adapter("a"))])["models"][0]
+    targets = health.health_targets([model], ["service"], cluster_ips={"llama": "10.43.0.9"})
+    assert targets == [{"model": "llama", "endpoint": "service", "url": "http://10.43.0.9:8000"},
+                       {"model": "a", "endpoint": "service", "url": "http://10.43.0.9:8000", "adapter_of": "llama"}]

@@ -91,7 +91,7 @@ def _pooling(extra_args):
     for index, arg in enumerate(extra_args or []):
         if not isinstance(arg, str):
             continue
-        flag, _, value = arg.partition("=")
+        flag, dummy, value = arg.partition("=")
         if flag.replace("_", "-") in POOLING_FLAGS:
             value = value or (extra_args[index + 1] if index + 1 < len(extra_args) else "")
             if str(value) in ("pooling", "embed", "embedding", "classify", "score", "reward"):

@@ -22,7 +22,7 @@ from playbook import render, run_playbook
 from traefik_stack import (ADDRESSES, HOST, SERVING_KEY, ServingStack, find, frontdoor_dns, frontdoor_for,
                            frontdoor_services, make_secrets)
 from k8s_schema import load_bundle
-from vllm_server import VllmServer, ensure_tiny_model, free_port
+from vllm_server import VllmServer, ensure_tiny_model
 
 from ansible_collections.llmserve.k3s.plugins.module_utils import _lora
 

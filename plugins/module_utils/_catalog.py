@@ -95,7 +95,7 @@ MANAGED_FLAGS = {
     "--api-key": "leave it out: vLLM answers only the gateway, with the cluster's internal key; client API keys are "
                  "llmserve_api_keys, checked at the gateway",
     "--otlp-traces-endpoint": "set llmserve_otlp_traces_endpoint (vllm_models_otlp_traces_endpoint) instead, for every model",
-    "--enable-lora": _field("adapters"), "--lora-modules": _field("adapters"), "--max-lora-rank": _field("adapters"),
+    "--enable-lora": _field("adapters"), "--no-enable-lora": _field("adapters"), "--lora-modules": _field("adapters"), "--max-lora-rank": _field("adapters"),
     "--max-loras": _field("max_loras"), "--max-cpu-loras": _field("max_cpu_loras"),
     # A YAML file of flags that no check reads: it sets what the command line leaves out, --api-key among them.
     "--config": "write the flags themselves into extra_args, where they are checked",

@@ -21,7 +21,8 @@ def health_targets(models, endpoints=DEFAULT_ENDPOINTS, urls=None, namespace="ll
     ClusterIP when cluster_ips knows it (from a node), else at its cluster DNS name (inside the cluster); the ingress
     at <scheme>://<ingress_host>/models/<name>; shared is the one /v1 of every model, <scheme>://<ingress_host>, where
     the model must be listed by /v1/models and answer a completion that names it (the front door routes by name).
-    Both ingress endpoints are skipped when no ingress host is set.
+    Both ingress endpoints are skipped when no ingress host is set. A model's LoRA adapters are checked at each of its
+    endpoints too (adapter_of names the base model).
     """
     unknown = sorted(set(endpoints or []) - set(ENDPOINTS))
     if unknown:
@@ -49,6 +50,9 @@ def health_targets(models, endpoints=DEFAULT_ENDPOINTS, urls=None, namespace="ll
                 url = "%s://%s" % (ingress_scheme, ingress_host)
             if url:
                 targets.append({"model": name, "endpoint": endpoint, "url": url})
+                # Each LoRA adapter at the same endpoint: listed and answering a one-token completion under its name.
+                for adapter in (model.get("lora") or {}).get("adapters", []):
+                    targets.append({"model": adapter["name"], "endpoint": endpoint, "url": url, "adapter_of": name})
     return targets
 
 

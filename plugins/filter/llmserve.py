@@ -11,7 +11,7 @@ import yaml
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.llmserve.k3s.plugins.module_utils import _apply, _catalog, _gateway, _plan, _traefik
+from ansible_collections.llmserve.k3s.plugins.module_utils import _apply, _catalog, _gateway, _lora, _plan, _traefik
 
 
 def plan(models, nodes, defaults, classes, settings=None, measured=None):
@@ -23,6 +23,11 @@ def vllm_args(planned, port=8000):
     if not isinstance(planned, dict) or "model" not in planned:
         raise AnsibleFilterError("vllm_args expects a planned model (an item of llmserve_plan.models)")
     return _catalog.vllm_args(planned, port)
+
+
+def lora_slots(planned, mount):
+    """{LLMSERVE_LORA_<i>: adapter JSON or ""}: the model's --lora-modules slots (its ConfigMap <k8s name>-lora)."""
+    return _lora.slot_values(planned, mount)
 
 
 def frontdoor_backend(model, port=8000):
@@ -118,4 +123,6 @@ class FilterModule:
                 "measured_weights": measured_weights, "enabled_models": _plan.enabled_entries,
                 "bundle_objects": bundle_objects, "apply_steps": apply_steps, "prune_list": prune_list,
                 "run_scope": _apply.run_scope, "prunable_kinds": prunable_kinds, "frontdoor_backend": frontdoor_backend,
-                "traefik_arguments": traefik_arguments, "traefik_values": traefik_values}
+                "traefik_arguments": traefik_arguments, "traefik_values": traefik_values,
+                "lora_slots": lora_slots, "adapter_downloads": _lora.downloads, "lora_paths": _lora.wanted_paths,
+                "lora_restart_reasons": _lora.restart_reasons}

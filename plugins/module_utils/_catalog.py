@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import re
 
-from ansible_collections.llmserve.k3s.plugins.module_utils import _sizing, _values
+from ansible_collections.llmserve.k3s.plugins.module_utils import _lora, _sizing, _values
 from ansible_collections.llmserve.k3s.plugins.module_utils._presets import PRESETS
 from ansible_collections.llmserve.k3s.plugins.module_utils._sizing import size_class, startup_budget_s  # noqa: F401  (part of this module's interface)
 
@@ -59,6 +59,14 @@ FIELDS = {
     "role": ("`serve`", "`serve`, or `guard`: a classifier the gateway asks about prompts and answers (`llmserve_guard`, "
                         "docs/guard.md), planned and deployed like any model, kept out of `/v1/models` unless the policy exposes it"),
     "storage_size": ("`100Gi`", "the model's PVC in storage mode `local-path`"),
+    "adapters": ("`[]`", "LoRA adapters served on this model, each `{name, source, revision, rank}`: `name` DNS-1123, unique across "
+                 "every model and adapter name (clients send it as `model`); `source` a Hugging Face repository (pinned by "
+                 "`revision`, downloaded into the model cache) or a folder under the model cache (`/var/lib/llm-models/...` or "
+                 "relative to it); `rank` the adapter's `r` when its `adapter_config.json` is not on disk at render time (else "
+                 "16), at most 512. Added or removed ones are loaded or unloaded by `--tags <model>` without a restart"),
+    "max_loras": ("min(adapters, 4)", "adapters in one batch on the GPU (`--max-loras`): the LoRA buffers' slots"),
+    "max_cpu_loras": ("adapters rounded up to a multiple of 4, plus room for one", "adapters vLLM keeps loaded "
+                      "(`--max-cpu-loras`): more adapters than this restarts the pods"),
 }
 AUTOSCALING_FIELDS = ("enabled", "min_replicas", "max_replicas", "target_waiting")
 RESOURCE_FIELDS = {"requests": ("cpu", "memory"), "limits": ("memory",)}
@@ -89,6 +97,8 @@ MANAGED_FLAGS = {
     "--api-key": "leave it out: vLLM answers only the gateway, with the cluster's internal key; client API keys are "
                  "llmserve_api_keys, checked at the gateway",
     "--otlp-traces-endpoint": "set llmserve_tracing (docs/tracing.md) instead, for every model",
+    "--enable-lora": _field("adapters"), "--no-enable-lora": _field("adapters"), "--lora-modules": _field("adapters"), "--max-lora-rank": _field("adapters"),
+    "--max-loras": _field("max_loras"), "--max-cpu-loras": _field("max_cpu_loras"),
     # A YAML file of flags that no check reads: it sets what the command line leaves out, --api-key among them.
     "--config": "write the flags themselves into extra_args, where they are checked",
 }
@@ -174,7 +184,7 @@ def weights_gib(params_b, dtype, quantization):
     return round(params_b * 1e9 * _values.bytes_per_param(dtype, quantization) / GIB, 2)
 
 
-def _validate_entry(index, entry, errors):
+def _validate_entry(index, entry, errors, cache=_lora.MODEL_CACHE):
     """Checks of the raw entry. False when it cannot be resolved (the errors say why)."""
     if not isinstance(entry, dict):
         errors.field(index, None, "", "entry is %r, not a mapping" % (entry,), "write each model as a mapping with at least name and model")
@@ -257,6 +267,7 @@ def _validate_entry(index, entry, errors):
     size = entry.get("storage_size")
     if size is not None and not (isinstance(size, str) and QUANTITY.match(size)):
         errors.field(index, name, "storage_size", "%r is not a Kubernetes quantity" % (size,), "write e.g. 100Gi")
+    _lora.check_entry(entry, lambda field, problem, fix: errors.field(index, name, field, problem, fix), cache)
     return len(errors) == before
 
 
@@ -311,7 +322,7 @@ def _check_fields(index, name, spec, classes, errors):
             errors.field(index, name, "extra_env.%s" % key, "is set by the role", MANAGED_ENV[key])
 
 
-def _resolve(entry, defaults, classes, predownload):
+def _resolve(entry, defaults, classes, predownload, cache=_lora.MODEL_CACHE, local_cache=None):
     spec = dict(defaults)
     spec.update({k: v for k, v in entry.items() if v is not None or k == "quantization"})
     arch = PRESETS.get(entry.get("architecture") or "", {})
@@ -351,6 +362,9 @@ def _resolve(entry, defaults, classes, predownload):
     spec["base_replicas"] = auto["min_replicas"] if auto["enabled"] else spec["replicas"]
     spec.update(serving(entry, spec["replicas"], auto["enabled"]))
     spec["placement"] = []
+    spec["lora"] = _lora.plan(entry, cache, local_cache, predownload)
+    for field in ("adapters", "max_loras", "max_cpu_loras"):
+        spec.pop(field, None)
     return spec
 
 
@@ -466,9 +480,16 @@ def _size(plans, models, nodes, predownload, errors):
         preset = {"model_preset": plan["architecture"]}
         if plan.get("weights_measured"):
             preset = {"model": dict(PRESETS[plan["architecture"]], weights_gib=plan["weights_gib"])}
+        dtype = "bfloat16" if plan["dtype"] == "auto" else plan["dtype"]
+        lora_gib = 0.0
+        if plan["lora"]:
+            lora = plan["lora"]
+            lora_gib = _lora.lora_bytes(PRESETS[plan["architecture"]], lora["max_lora_rank"], lora["max_loras"],
+                                        _values.DTYPE_BYTES.get(dtype, 2), plan["tensor_parallel_size"]) / float(GIB)
+            lora["gpu_gib"] = round(lora_gib, 3)
         try:
             result = _sizing.size(
-                dtype="bfloat16" if plan["dtype"] == "auto" else plan["dtype"],
+                dtype=dtype, lora_gib=lora_gib,
                 quantization=plan["quantization"], kv_cache_dtype=plan["kv_cache_dtype"],
                 gpu_memory_gib=node.get("gpu_memory_gib"), gpu_name=node.get("gpu_name") or None,
                 tensor_parallel_size=plan["tensor_parallel_size"], gpu_memory_utilization=plan["gpu_memory_utilization"],
@@ -499,7 +520,7 @@ def _size(plans, models, nodes, predownload, errors):
             current = _memory_gi(plan["resources"][part][key])
             if current is None or _memory_gi(value) > current:
                 plan["resources"][part][key] = value
-        kept = ("weights_gib", "activation_gib", "non_torch_gib", "kv_cache_gib", "kv_bytes_per_token", "kv_cache_tokens",
+        kept = ("weights_gib", "activation_gib", "non_torch_gib", "lora_gib", "kv_cache_gib", "kv_bytes_per_token", "kv_cache_tokens",
                 "max_concurrency", "fits", "gpu")
         plan["sizing"] = dict((k, result[k]) for k in kept)
         plan["sizing"]["node"] = node["name"]
@@ -526,10 +547,12 @@ def _share_sliced_gpus(plans, nodes, errors):
         plan["gpu_memory_utilization"] = round(plan["gpu_memory_utilization"] / slices, 4)
 
 
-def plan_catalog(models, nodes, defaults, classes, predownload=False, measured=None):
+def plan_catalog(models, nodes, defaults, classes, predownload=False, measured=None, cache=_lora.MODEL_CACHE, local_cache=None):
     """Validate and resolve the catalog. Returns a dict with models (all, enabled or not), errors and GPU totals.
 
     measured: {model name: weights GiB} measured on the hosts; they replace the estimate from params_b.
+    cache: the model cache's path on the hosts; local_cache: the same cache where this process can read it (adapters'
+    adapter_config.json), or None.
     """
     errors = _Errors()
     if not isinstance(models, list):
@@ -538,7 +561,7 @@ def plan_catalog(models, nodes, defaults, classes, predownload=False, measured=N
                                          "one per model (- name: ...)" % kind]}
     plans, seen = [], {}
     for index, entry in enumerate(models):
-        valid = _validate_entry(index, entry, errors)
+        valid = _validate_entry(index, entry, errors, cache)
         name = entry.get("name") if isinstance(entry, dict) else None
         if not isinstance(name, str) or not name:
             continue
@@ -549,11 +572,13 @@ def plan_catalog(models, nodes, defaults, classes, predownload=False, measured=N
         seen.setdefault(name, index)
         if not valid:
             continue
-        spec = _resolve(entry, defaults, classes, predownload)
+        spec = _resolve(entry, defaults, classes, predownload, cache, local_cache)
         _check_fields(index, name, spec, classes, errors)
+        _lora.check_plan(spec["lora"], lambda field, problem, fix, i=index, n=name: errors.field(i, n, field, problem, fix))
         spec["index"] = index
         _apply_measured(spec, measured)
         plans.append(spec)
+    _lora.check_names(models, errors.field)
     if not errors:
         _check_fit(plans, nodes, errors)
     free = {}
@@ -589,4 +614,4 @@ def vllm_args(plan, port=8000):
     args += ["--gpu-memory-utilization", str(plan["gpu_memory_utilization"])]
     args += ["--tensor-parallel-size", str(plan["tensor_parallel_size"])]
     args.append("--enable-prefix-caching" if plan.get("enable_prefix_caching", True) else "--no-enable-prefix-caching")
-    return args + list(plan.get("extra_args") or [])
+    return args + _lora.args(plan) + list(plan.get("extra_args") or [])

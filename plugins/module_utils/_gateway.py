@@ -48,11 +48,16 @@ def route_prefixes(ab_path=None):
 
 def frontdoor_backend(model, port=8000):
     """The front door's config entry of one served model (an item of llmserve_plan.models): its router when it has
-    one, with the model's own Service as the fallback while the router cannot be reached."""
+    one, with the model's own Service as the fallback while the router cannot be reached, and the names of its LoRA
+    adapters (served_names)."""
     entry = {"url": "http://%s:%d" % (model["backend_service"], int(port)),
              "client_affinity": bool(model.get("router_enabled") and model.get("session_affinity"))}
     if model.get("router_enabled"):
         entry["fallback_url"] = "http://%s:%d" % (model["k8s_name"], int(port))
+    # The model's LoRA adapters: a client names one as its model, and the base model's backend serves it.
+    adapters = [a["name"] for a in (model.get("lora") or {}).get("adapters", [])]
+    if adapters:
+        entry["served_names"] = adapters
     return entry
 
 

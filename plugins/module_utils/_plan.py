@@ -9,6 +9,8 @@ decides again whether a model is enabled, what its claim or Secrets are called, 
 
 from __future__ import annotations
 
+import os
+
 from ansible_collections.llmserve.k3s.plugins.module_utils import _catalog
 
 GIB = 1024 ** 3
@@ -29,6 +31,9 @@ SETTINGS = {
     "hf_token_secret": "hf-token",
     "ingress_host": "llm.university.local",
     "default_model": "",
+    # The model cache on the hosts (adapters' folders are named under it) and, when this machine is a host, where
+    # adapter_config.json files are read at render time.
+    "model_cache_path": "/var/lib/llm-models",
 }
 
 
@@ -78,7 +83,9 @@ def _derive(model, settings):
 def build_plan(models, nodes, defaults, classes, settings=None, measured=None):
     """The plan fact. models: llmserve_models; nodes: gpu_nodes(); settings: see SETTINGS; measured: {name: GiB}."""
     settings = dict(SETTINGS, **{k: v for k, v in (settings or {}).items() if v is not None})
-    base = _catalog.plan_catalog(models, nodes, defaults, classes, settings["predownload"], measured or {})
+    cache = settings["model_cache_path"]
+    base = _catalog.plan_catalog(models, nodes, defaults, classes, settings["predownload"], measured or {}, cache,
+                                 cache if os.path.isdir(cache) else None)
     catalog = [_derive(m, settings) for m in base["models"]]
     enabled = [m for m in catalog if m["enabled"]]
     names = [m["name"] for m in enabled]
@@ -101,4 +108,6 @@ def build_plan(models, nodes, defaults, classes, settings=None, measured=None):
         "ingress": {"host": settings["ingress_host"], "default_model": settings["default_model"],
                     "paths": dict((m["name"], m["path"]) for m in enabled)},
         "measured_weights_gib": dict(measured or {}),
+        # Every adapter name a client may send, with its base model (the front door routes it there).
+        "adapters": dict((a["name"], m["name"]) for m in enabled for a in (m.get("lora") or {}).get("adapters", [])),
     }

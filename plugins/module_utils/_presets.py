@@ -75,4 +75,6 @@ PRESETS = {
     # openai/gpt-oss-20b and gpt-oss-120b (MoE, experts in MXFP4, every other layer a 128-token sliding window)
     "gpt-oss-20b": _llama(20.91, 24, 64, 8, 2880, 2880, 201088, 131072, head_dim=64, num_experts=32, experts_per_token=4),
     "gpt-oss-120b": _llama(116.83, 36, 64, 8, 2880, 2880, 201088, 131072, head_dim=64, num_experts=128, experts_per_token=4),
+    # tiiuae/falcon-7b-instruct (multi-query attention, tied embeddings; vLLM 0.32 serves it without LoRA)
+    "falcon-7b": _llama(6.92, 32, 71, 1, 4544, 18176, 65024, 2048, head_dim=64, tie_word_embeddings=True),
 }

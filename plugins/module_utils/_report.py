@@ -84,7 +84,17 @@ def _row(model, entry, defaults, gpu_names):
         "max_concurrency": sizing.get("max_concurrency"),
         "fits": sizing.get("fits") if sizing else None,
         "settings": settings,
+        "lora": _lora_row(model.get("lora")),
     }
+
+
+def _lora_row(lora):
+    """The LoRA part of a report row: None without adapters; gpu_gib is what the buffers take on each GPU (None when
+    the model has no architecture preset to size them)."""
+    if not lora:
+        return None
+    return {"adapters": [a["name"] for a in lora["adapters"]], "max_lora_rank": lora["max_lora_rank"],
+            "max_loras": lora["max_loras"], "max_cpu_loras": lora["max_cpu_loras"], "gpu_gib": lora.get("gpu_gib")}
 
 
 def plan_report(plan, catalog=None, defaults=None):
@@ -149,6 +159,12 @@ def plan_table(report):
     lines.append("  GiB per GPU; GPUS = replicas x GPUs each; KV_TOKENS = tokens the KV cache of a replica holds;")
     lines.append("  FULL_LENGTH = requests of max_model_len tokens at once; settings are value/source:")
     lines.append("  " + "; ".join("%s = %s" % kv for kv in SOURCES.items()))
+    for row in models:
+        lora = row.get("lora")
+        if lora:
+            lines.append("LoRA %s: %s; max_lora_rank %d, max_loras %d, max_cpu_loras %d: %s GiB per GPU for the adapters' buffers "
+                         "(taken from the KV cache)" % (row["name"], ", ".join(lora["adapters"]), lora["max_lora_rank"],
+                                                        lora["max_loras"], lora["max_cpu_loras"], _cell(lora["gpu_gib"], "%.3f")))
     lines.append("GPUs free per node: " + (", ".join(
         "%s %d of %d%s" % (n["name"], n["gpus_free"], n["gpus"], " (%s)" % n["gpu"] if n["gpu"] else "")
         for n in report.get("nodes") or []) or "no nodes"))

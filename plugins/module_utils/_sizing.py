@@ -329,12 +329,12 @@ def edge_tolerance_gib(kv_gib):
 
 
 def _estimate(arch, cuda_gib, util, tp, dtype, quantization, kv_cache_dtype, max_len, seqs, batched, gpu_key=None,
-              version=None, engine="v1", cudagraphs=None):
+              version=None, engine="v1", cudagraphs=None, lora=0.0):
     weights = weights_per_gpu_gib(arch, dtype, quantization, tp)
     act = activation_gib(arch, tp, dtype, batched, seqs, version)
     non_torch = non_torch_gib(gpu_key, tp, version, engine)
     graphs = cudagraph_estimate_gib(version, cudagraphs) if engine == "v1" else 0.0
-    kv_gib = cuda_gib * util - weights - act - non_torch - graphs
+    kv_gib = cuda_gib * util - weights - act - non_torch - graphs - lora
     per_token = kv_bytes_per_token(arch, tp, kv_cache_dtype, dtype)
     blocks = int(kv_gib * GIB // (per_token * BLOCK_SIZE)) if kv_gib > 0 else 0
     tokens = blocks * BLOCK_SIZE
@@ -352,11 +352,12 @@ def _estimate(arch, cuda_gib, util, tp, dtype, quantization, kv_cache_dtype, max
 def size(model=None, model_preset=None, config_path=None, dtype="bfloat16", quantization=None, kv_cache_dtype="auto",
          gpu_memory_gib=None, gpu_name=None, tensor_parallel_size=1, gpu_memory_utilization=0.9, max_model_len=None,
          max_num_seqs=None, max_num_batched_tokens=None, download=True, vllm_version=None, engine=None,
-         cudagraph_estimate=None):
+         cudagraph_estimate=None, lora_gib=0.0):
     """The sizing of one model on one kind of GPU. Raises SizingError for bad input; never for a model that does not fit.
 
     vllm_version: the vLLM release (default: the one the collection deploys); engine: v0 or v1 (default: the
-    release's); cudagraph_estimate: VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS (None: the release's default).
+    release's); cudagraph_estimate: VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS (None: the release's default);
+    lora_gib: the LoRA buffers on each GPU (_lora.lora_bytes), taken from the KV cache.
     """
     arch = resolve_model(model, model_preset, config_path)
     quantization = quantization or "none"
@@ -394,7 +395,7 @@ def size(model=None, model_preset=None, config_path=None, dtype="bfloat16", quan
         other = arch if quant_ == quantization or arch.get("params_b") is None else dict(arch, weights_gib=None)
         batched_ = batched if max_num_batched_tokens or engine == "v1" else vllm_defaults(cuda_gib, gpu_key, engine, length, version)[0]
         return _estimate(other, cuda_gib, util_ or util, tp_, dtype, quant_, kvd_, length, seqs, batched_, gpu_key,
-                         version, engine, cudagraph_estimate)
+                         version, engine, cudagraph_estimate, lora_gib * tp / float(tp_))
 
     est = run(tp, quantization, kv_cache_dtype, max_len)
     reasons, suggestions = [], []
@@ -453,6 +454,7 @@ def size(model=None, model_preset=None, config_path=None, dtype="bfloat16", quan
     return {
         "weights_gib": round(est["weights_gib"], 2), "activation_gib": round(est["activation_gib"], 2),
         "non_torch_gib": round(est["non_torch_gib"], 2), "cudagraph_gib": round(est["cudagraph_gib"], 2),
+        "lora_gib": round(lora_gib, 3),
         "kv_cache_gib": round(est["kv_cache_gib"], 2), "edge": est["edge"],
         "vllm": {"version": ".".join(str(x) for x in version), "engine": engine},
         "kv_bytes_per_token": est["kv_bytes_per_token"], "kv_cache_tokens": est["kv_cache_tokens"],

@@ -51,8 +51,9 @@ REFUSED = [["--served_model_name", "x"], ["--gpu_memory_utilization=0.99"], ["--
            ["--served-model", "y"], ["-tp=2"], ["-t", "2"], ["--tensor_parallel_size=2"], ["-q", "awq"], ["-qawq"],
            ["--no_enable_prefix_caching"], ["--max_num_seqs=3"], ["--max-num-batched", "99"], ["--kv_cache_dtype", "fp8"],
            ["--revision=other"], ["--dtype=half"], ["--host=127.0.0.2"], ["--port=9999"], ["--otlp_traces_endpoint=grpc://x:4317"],
-           ["--model", "org/other"], ["--max-num", "4"], ["--config", "CONFIG"]]
-ACCEPTED = [["--trust_remote_code"], ["--enforce-eager"], ["--max-loras=2"], ["--max-cpu-loras", "-1"],
+           ["--model", "org/other"], ["--max-num", "4"], ["--config", "CONFIG"], ["--max-loras=2"], ["--max_cpu_loras", "8"],
+           ["--enable_lora"], ["--max-lora-rank", "64"], ["--lora-modules", "x=/models/x"]]
+ACCEPTED = [["--trust_remote_code"], ["--enforce-eager"], ["--max-logprobs=2"], ["--seed", "-1"],
             ["--compilation-config.cudagraph_mode", "NONE"], ["--disable_log_stats"], ["--seed=7"], ["--chat-template-content-format", "openai"]]
 
 

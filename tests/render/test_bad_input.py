@@ -77,6 +77,18 @@ CASES = {
     "router-policy-against-affinity": (_models({"router_policy": "round_robin", "session_affinity": True, "replicas": 2}), None,
                                        ["(m0).router_policy: 'round_robin' cannot keep a client on one replica",
                                         "use router_policy consistent_hash"]),
+    # LoRA adapters: a name clash (adapter names are model names to clients), an architecture vLLM serves without
+    # LoRA, a rank above vLLM's --max-lora-rank choices.
+    "adapter-name-clash": (_models({"adapters": [{"name": "m1", "source": "org/a"}]}, {}), None,
+                           ["(m0).adapters[0].name: 'm1' clashes with llmserve_models[1].name",
+                            "give the adapter a name no model or other adapter has"]),
+    "adapter-without-lora-support": (_models({"architecture": "falcon-7b", "params_b": None,
+                                              "adapters": [{"name": "a", "source": "org/a"}]}), None,
+                                     ["(m0).adapters: architecture falcon-7b (vLLM's FalconForCausalLM) has no LoRA support",
+                                      "merge the adapter into the weights"]),
+    "adapter-rank-too-large": (_models({"adapters": [{"name": "a", "source": "org/a", "rank": 1024}]}), None,
+                               ["(m0).adapters[0].rank: 1024 is not a rank vLLM accepts (a whole number from 1 to 512",
+                                "at most 512"]),
     "catalog-not-a-list": ({"llmserve_models": {"name": "m"}}, None,
                            ["llmserve_models is a mapping, not a list. Fix: write the catalog as a list of mappings"]),
     "unknown-storage-mode": ({"llmserve_storage_mode": "nfs"}, None,

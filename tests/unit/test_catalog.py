@@ -290,8 +290,8 @@ def test_vllm_flag_reads_an_argument_as_vllm_does(arg, flag):
 
 
 def test_flags_the_role_does_not_set_pass_in_any_spelling():
-    args = ["--trust_remote_code", "--enforce-eager", "--max-loras=2", "--compilation-config.cudagraph_mode", "FULL",
-            "--max-cpu-loras", "-1", "--served-model-name-suffix-is-not-a-flag-we-set"]
+    args = ["--trust_remote_code", "--enforce-eager", "--max-logprobs=2", "--compilation-config.cudagraph_mode", "FULL",
+            "--seed", "-1", "--served-model-name-suffix-is-not-a-flag-we-set"]
     assert plan([model("m", extra_args=args, extra_env={"VLLM_LOGGING_LEVEL": "DEBUG"})])["errors"] == []
 
 

@@ -68,6 +68,8 @@ def main(argv=None):
     parser.add_argument("--revision", default="main")
     parser.add_argument("--cache-dir", required=True)
     parser.add_argument("--marker", required=True)
+    # A LoRA adapter: its files in a folder of its own under the cache, the path vLLM's --lora-modules names.
+    parser.add_argument("--local-dir", default=None)
     args = parser.parse_args(argv)
 
     from huggingface_hub import snapshot_download  # pylint: disable=import-outside-toplevel
@@ -75,7 +77,8 @@ def main(argv=None):
     started = time.time()
     try:
         snapshot = snapshot_download(repo_id=args.model, revision=args.revision, cache_dir=args.cache_dir,
-                                     token=os.environ.get("HF_TOKEN") or None)
+                                     token=os.environ.get("HF_TOKEN") or None,
+                                     **({"local_dir": args.local_dir} if args.local_dir else {}))
     except Exception as exc:  # pylint: disable=broad-exception-caught  # re-raised unless it is a connection failure
         error = unreachable(exc)
         if error is None:

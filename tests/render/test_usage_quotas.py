@@ -22,7 +22,8 @@ import pytest
 
 from k8s_schema import validate
 from netpol import connection, pod
-from redis_server import free_port, redis_server_binary
+from frontdoor import free_port
+from redis_server import redis_server_binary
 
 NS = "llm-serving"
 PASSWORD = "redis-pass-0123456789abcdef-usage"

@@ -877,6 +877,17 @@ def usage_of_answer(raw):
             return value if isinstance(value, dict) else None
 
 
+def sse_split(buffer):
+    """([complete SSE events, each with its blank line], the bytes of the next event begun) of a stream's buffer."""
+    events, start = [], 0
+    while True:
+        end = buffer.find(b"\n\n", start)
+        if end < 0:
+            return events, buffer[start:]
+        events.append(buffer[start:end + 2])
+        start = end + 2
+
+
 def event_data(event):
     """The JSON of an SSE event's data lines, or None."""
     lines = [line[5:].strip() for line in event.split(b"\n") if line.startswith(b"data:")]
@@ -900,15 +911,8 @@ class UsageStream:
         self.account, self.buffer, self.held = account, b"", []
 
     def feed(self, data):
-        self.buffer += data
-        out = []
-        while True:
-            end = self.buffer.find(b"\n\n")
-            if end < 0:
-                break
-            event, self.buffer = self.buffer[:end + 2], self.buffer[end + 2:]
-            out.append(self.event(event))
-        return b"".join(out)
+        events, self.buffer = sse_split(self.buffer + data)
+        return b"".join(self.event(event) for event in events)
 
     def event(self, event):
         if USAGE_OBJECT in event:
@@ -1044,7 +1048,6 @@ class Guard:
         self.every = int(config.get("stream_check_chars", 400))
         self.max_body = int(config.get("max_body_bytes", 1048576))
         self.log_identity = bool(config.get("log_identity"))
-        self.constrain = config.get("constrain", True)
 
     def applies(self, model, groups, endpoint):
         return (endpoint in GUARDED and model != self.model and (not self.models or model in self.models)
@@ -1053,9 +1056,8 @@ class Guard:
     async def verdict(self, turns, role, stage, model, group):
         """(verdict, categories) of the last `role` turn; GuardError when the guard cannot say. Counted."""
         started = time.monotonic()
-        body = {"model": self.model, "prompt": guard_prompt(turns, role), "max_tokens": 24, "temperature": 0}
-        if self.constrain:
-            body["structured_outputs"] = {"regex": VERDICT_FORM}
+        body = {"model": self.model, "prompt": guard_prompt(turns, role), "max_tokens": 24, "temperature": 0,
+                "structured_outputs": {"regex": VERDICT_FORM}}
         backend = self.door.models[self.model]
         headers = {"Content-Type": "application/json"}
         if self.door.internal_key:
@@ -1093,7 +1095,7 @@ class Guard:
         return error(503, "The content filter is unavailable; retry shortly.", kind="server_error", code="guard_unavailable",
                      headers={"Retry-After": str(int(self.door.config["retry_after_s"]))})
 
-    def who(self, account, user):
+    def who(self, user):
         return user if self.log_identity else "(identity not logged)"
 
 
@@ -1139,13 +1141,9 @@ class GuardStream:
         the end of the answer, the rest is checked and let go)."""
         if self.stopped:
             return b""
-        self.buffer += data
+        events, self.buffer = sse_split(self.buffer + data)
         out = []
-        while True:
-            end = self.buffer.find(b"\n\n")
-            if end < 0:
-                break
-            event, self.buffer = self.buffer[:end + 2], self.buffer[end + 2:]
+        for event in events:
             self._take(event)
             self.held.append(event)
             due = [i for i, t in self.text.items() if len(t) - self.checked.get(i, 0) >= self.guard.every]
@@ -1728,7 +1726,7 @@ class FrontDoor:
             blocked = guard.blocked(found)
             if blocked:
                 LOG.info("guard: prompt refused, model %s, categories %s, %s", name, ",".join(blocked),
-                         guard.who(None, identity[0]))
+                         guard.who(identity[0]))
                 raise Refused(guard.refusal(blocked), "content_filter")
         if "response" in guard.check and kind != "responses":
             return turns, kind, group

@@ -547,8 +547,12 @@ def _share_sliced_gpus(plans, nodes, errors):
         plan["gpu_memory_utilization"] = round(plan["gpu_memory_utilization"] / slices, 4)
 
 
-def plan_catalog(models, nodes, defaults, classes, predownload=False, measured=None, cache=_lora.MODEL_CACHE, local_cache=None):
+def plan_catalog(models, nodes, defaults, classes, predownload=False, measured=None, cache=_lora.MODEL_CACHE, local_cache=None,
+                 fit=True):
     """Validate and resolve the catalog. Returns a dict with models (all, enabled or not), errors and GPU totals.
+
+    fit: False checks the entries alone (no fit on the nodes, no placement, no sizing): the check before the host play,
+    when the inventory declares no GPU and the hosts have not been asked yet.
 
     measured: {model name: weights GiB} measured on the hosts; they replace the estimate from params_b.
     cache: the model cache's path on the hosts; local_cache: the same cache where this process can read it (adapters'
@@ -579,10 +583,10 @@ def plan_catalog(models, nodes, defaults, classes, predownload=False, measured=N
         _apply_measured(spec, measured)
         plans.append(spec)
     _lora.check_names(models, errors.field)
-    if not errors:
+    if not errors and fit:
         _check_fit(plans, nodes, errors)
     free = {}
-    if not errors:
+    if not errors and fit:
         free = _place(plans, nodes, errors)
         _size(plans, models, nodes, predownload, errors)
         _share_sliced_gpus(plans, nodes, errors)

@@ -366,17 +366,3 @@ def sync_replica(fetch, url, base, wanted, api_key=None, check_mode=False, timeo
 def wanted_paths(planned, mount):
     """{adapter name: path in the pod} of a planned model."""
     return dict((a["name"], pod_path(a, mount)) for a in (planned.get("lora") or {}).get("adapters", []))
-
-
-def downloads(models, cache=MODEL_CACHE):
-    """The Hugging Face adapters of the enabled catalog entries, as model_storage's download items
-    ({name, model, revision, local_dir}: local_dir relative to the model cache)."""
-    out = []
-    for entry in models or []:
-        if not isinstance(entry, dict) or entry.get("enabled") is False or not isinstance(entry.get("adapters"), list):
-            continue
-        for adapter in entry["adapters"]:
-            if isinstance(adapter, dict) and isinstance(adapter.get("source"), str) and cache_relative(adapter["source"], cache) is None:
-                out.append({"name": adapter["name"], "model": adapter["source"], "revision": adapter.get("revision") or "main",
-                            "local_dir": posixpath.join(HF_ADAPTER_DIR, adapter["name"])})
-    return out

@@ -34,6 +34,9 @@ SETTINGS = {
     # The model cache on the hosts (adapters' folders are named under it) and, when this machine is a host, where
     # adapter_config.json files are read at render time.
     "model_cache_path": "/var/lib/llm-models",
+    # The fit on the nodes (placement and sizing too): True; "declared": only when a node declares GPUs (the check
+    # before the host play, when the inventory is all that is known); False: the entries alone.
+    "fit": True,
 }
 
 
@@ -84,8 +87,11 @@ def build_plan(models, nodes, defaults, classes, settings=None, measured=None):
     """The plan fact. models: llmserve_models; nodes: gpu_nodes(); settings: see SETTINGS; measured: {name: GiB}."""
     settings = dict(SETTINGS, **{k: v for k, v in (settings or {}).items() if v is not None})
     cache = settings["model_cache_path"]
+    fit = settings["fit"]
+    if fit == "declared":
+        fit = any(int(n.get("gpu_count") or 0) > 0 for n in nodes or [])
     base = _catalog.plan_catalog(models, nodes, defaults, classes, settings["predownload"], measured or {}, cache,
-                                 cache if os.path.isdir(cache) else None)
+                                 cache if os.path.isdir(cache) else None, fit=bool(fit))
     catalog = [_derive(m, settings) for m in base["models"]]
     enabled = [m for m in catalog if m["enabled"]]
     names = [m["name"] for m in enabled]
@@ -101,6 +107,9 @@ def build_plan(models, nodes, defaults, classes, settings=None, measured=None):
         "gpus_used": base.get("gpus_used", 0),
         "namespace": settings["namespace"],
         "predownload": bool(settings["predownload"]),
+        # Whether the fit on the nodes was checked (placement and sizing made): false before the host play when the
+        # inventory declares no GPU.
+        "fitted": bool(fit),
         "storage": {"mode": settings["storage_mode"], "claim": settings["cache_claim"],
                     "claims": sorted({m["claim_name"] for m in enabled} or {settings["cache_claim"]})},
         "auth": {"mode": settings["auth_mode"], "internal_secret": INTERNAL_SECRET, "identities_secret": IDENTITIES_SECRET,

@@ -83,12 +83,6 @@ def test_without_predownload_vllm_fetches_a_hub_adapter_by_its_id():
     assert json.loads(slots["LLMSERVE_LORA_1"])["path"] == "/models/adapters/b"
 
 
-def test_hub_adapters_are_downloaded_with_the_models():
-    models = [entry(adapter("a", revision="v2"), adapter("b", source="./adapters/b")),
-              dict(BASE, name="off", enabled=False, adapters=[adapter("c")])]
-    assert _lora.downloads(models) == [{"name": "a", "model": "org/a", "revision": "v2", "local_dir": "adapters/a"}]
-
-
 def test_rank_is_read_from_the_adapter_on_disk(tmp_path):
     folder = tmp_path / "adapters" / "a"
     folder.mkdir(parents=True)

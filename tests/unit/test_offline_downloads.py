@@ -97,7 +97,8 @@ def test_model_predownload_hub_unreachable_names_the_model_and_the_mirror_variab
     hub = "http://127.0.0.1:%d" % closed_port()
     extra = {"model_storage_path": str(tmp_path / "models"), "model_storage_venv": str(tmp_path / "hf-venv"),
              "model_storage_hf_endpoint": hub, "model_storage_hf_token": "hf_secret_token_value",
-             "model_storage_models": [{"name": "qwen-0.5b", "model": "Qwen/Qwen2.5-0.5B-Instruct", "revision": "main"}],
+             "model_storage_plan": {"predownload": True, "errors": [],
+                                    "models": [{"name": "qwen-0.5b", "model": "Qwen/Qwen2.5-0.5B-Instruct", "revision": None}]},
              "ansible_become_method": "su"}
     (tmp_path / "models" / ".llmserve" / "models").mkdir(parents=True)
     result, out = _converge(tmp_path, "model_storage", "predownload", extra, facts={"os_family": "NotDebian"})

@@ -8,7 +8,7 @@ import pathlib
 import pytest
 import yaml
 
-from ansible_collections.llmserve.k3s.plugins.module_utils import _catalog
+from ansible_collections.llmserve.k3s.plugins.module_utils import _catalog, _plan
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 with open(ROOT / "roles" / "plan" / "defaults" / "main.yml", encoding="utf-8") as _handle:
@@ -30,7 +30,7 @@ def model(name, **fields):
 
 
 def plan(models, nodes=None, predownload=False):
-    return _catalog.plan_catalog(copy.deepcopy(models), nodes if nodes is not None else [node("ws", 4)], DEFAULTS, CLASSES, predownload)
+    return _plan.plan_catalog(copy.deepcopy(models), nodes if nodes is not None else [node("ws", 4)], DEFAULTS, CLASSES, predownload)
 
 
 def by_name(result):

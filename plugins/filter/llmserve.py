@@ -30,6 +30,11 @@ def lora_slots(planned, mount):
     return _lora.slot_values(planned, mount)
 
 
+def adapter_downloads(models, cache=_lora.MODEL_CACHE):
+    """The Hugging Face adapters of the enabled catalog entries, as model_storage's download items."""
+    return _lora.downloads(_plan.enabled_entries(models), cache)
+
+
 def frontdoor_backend(model, port=8000):
     """The front door's config entry of one served model (an item of llmserve_plan.models); see _gateway."""
     return _gateway.frontdoor_backend(model, port)
@@ -124,5 +129,5 @@ class FilterModule:
                 "bundle_objects": bundle_objects, "apply_steps": apply_steps, "prune_list": prune_list,
                 "run_scope": _apply.run_scope, "prunable_kinds": prunable_kinds, "frontdoor_backend": frontdoor_backend,
                 "traefik_arguments": traefik_arguments, "traefik_values": traefik_values,
-                "lora_slots": lora_slots, "adapter_downloads": _lora.downloads, "lora_paths": _lora.wanted_paths,
+                "lora_slots": lora_slots, "adapter_downloads": adapter_downloads, "lora_paths": _lora.wanted_paths,
                 "lora_restart_reasons": _lora.restart_reasons}

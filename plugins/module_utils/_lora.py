@@ -368,12 +368,12 @@ def wanted_paths(planned, mount):
     return dict((a["name"], pod_path(a, mount)) for a in (planned.get("lora") or {}).get("adapters", []))
 
 
-def downloads(models, cache=MODEL_CACHE):
-    """The Hugging Face adapters of the enabled catalog entries, as model_storage's download items
-    ({name, model, revision, local_dir}: local_dir relative to the model cache)."""
+def downloads(entries, cache=MODEL_CACHE):
+    """The Hugging Face adapters of catalog entries (the enabled ones: the filter adapter_downloads chooses them), as
+    model_storage's download items ({name, model, revision, local_dir}: local_dir relative to the model cache)."""
     out = []
-    for entry in models or []:
-        if not isinstance(entry, dict) or entry.get("enabled") is False or not isinstance(entry.get("adapters"), list):
+    for entry in entries or []:
+        if not isinstance(entry, dict) or not isinstance(entry.get("adapters"), list):
             continue
         for adapter in entry["adapters"]:
             if isinstance(adapter, dict) and isinstance(adapter.get("source"), str) and cache_relative(adapter["source"], cache) is None:

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from ansible_collections.llmserve.k3s.plugins.filter import llmserve
 from ansible_collections.llmserve.k3s.plugins.module_utils import _catalog, _lora, _plan
 from ansible_collections.llmserve.k3s.plugins.module_utils._presets import PRESETS
 
@@ -86,7 +87,7 @@ def test_without_predownload_vllm_fetches_a_hub_adapter_by_its_id():
 def test_hub_adapters_are_downloaded_with_the_models():
     models = [entry(adapter("a", revision="v2"), adapter("b", source="./adapters/b")),
               dict(BASE, name="off", enabled=False, adapters=[adapter("c")])]
-    assert _lora.downloads(models) == [{"name": "a", "model": "org/a", "revision": "v2", "local_dir": "adapters/a"}]
+    assert llmserve.adapter_downloads(models) == [{"name": "a", "model": "org/a", "revision": "v2", "local_dir": "adapters/a"}]
 
 
 def test_rank_is_read_from_the_adapter_on_disk(tmp_path):

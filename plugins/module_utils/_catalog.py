@@ -173,7 +173,6 @@ def is_int(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-
 def problem(index, name, field, text, fix):
     """One catalog problem. index and name: the entry's (None for the catalog as a whole); field: the entry's field."""
     return {"index": index, "name": name, "field": field, "problem": text, "fix": fix}
@@ -204,7 +203,6 @@ class Problems(list):
 
 def weights_gib(params_b, dtype, quantization):
     return round(params_b * 1e9 * _values.bytes_per_param(dtype, quantization) / GIB, 2)
-
 
 
 def _validate_entry(index, entry, problems, cache=_lora.MODEL_CACHE):
@@ -294,7 +292,6 @@ def _validate_entry(index, entry, problems, cache=_lora.MODEL_CACHE):
     return len(problems) == before
 
 
-
 def _check_fields(index, name, spec, classes, problems):
     if spec["dtype"] not in DTYPES:
         problems.add(index, name, "dtype", "unknown dtype %r" % (spec["dtype"],), "use one of " + ", ".join(DTYPES))
@@ -333,18 +330,17 @@ def _check_fields(index, name, spec, classes, problems):
             given = arg.split("=", 1)[0]
             if flags != [given]:
                 given += " (vLLM reads it as %s)" % flags[0] if len(flags) == 1 else " (an abbreviation of %s)" % ", ".join(flags)
-            problem = "makes vLLM read more flags from a file, unchecked" if flags == ["--config"] else "is set by the role"
+            what = "makes vLLM read more flags from a file, unchecked" if flags == ["--config"] else "is set by the role"
             fixes = []
             for flag in flags:
                 if MANAGED_FLAGS[flag] not in fixes:
                     fixes.append(MANAGED_FLAGS[flag])
-            problems.add(index, name, "extra_args", "%s %s" % (given, problem), "; or ".join(fixes))
+            problems.add(index, name, "extra_args", "%s %s" % (given, what), "; or ".join(fixes))
     if not isinstance(spec["extra_env"], dict):
         problems.add(index, name, "extra_env", "%r is not a mapping" % (spec["extra_env"],), "write extra_env: {NAME: value}")
     else:
         for key in sorted(k for k in spec["extra_env"] if k in MANAGED_ENV):
             problems.add(index, name, "extra_env.%s" % key, "is set by the role", MANAGED_ENV[key])
-
 
 
 def validate(models, cache=_lora.MODEL_CACHE):

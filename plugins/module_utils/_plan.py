@@ -81,7 +81,8 @@ def _derive(model, settings):
 def _entry_order(checked, resolved):
     """Each entry's problems together (its raw fields, then its resolved settings), entries in catalog order; the
     catalog's own first, the check of the adapters' names across entries last."""
-    return sorted(checked["problems"] + resolved["problems"], key=lambda p: -1 if p["index"] is None else p["index"]) + checked["adapter_problems"]
+    by_entry = sorted(checked["problems"] + resolved["problems"], key=lambda p: -1 if p["index"] is None else p["index"])
+    return by_entry + checked["adapter_problems"]
 
 
 def plan_catalog(models, nodes, defaults, classes, predownload=False, measured=None, cache=_lora.MODEL_CACHE, local_cache=None):

@@ -17,7 +17,6 @@ import re
 
 from ansible_collections.llmserve.k3s.plugins.module_utils import _lora, _values
 from ansible_collections.llmserve.k3s.plugins.module_utils._presets import PRESETS
-from ansible_collections.llmserve.k3s.plugins.module_utils._sizing import size_class, startup_budget_s  # noqa: F401  (part of this module's interface)
 
 DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 MAX_NAME_LEN = 50  # the name is prefixed with "vllm-" for object names, which must stay DNS labels

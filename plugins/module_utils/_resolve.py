@@ -46,14 +46,12 @@ def serving(entry, replicas, autoscaling):
             "router_name": name + "-router", "backend_service": name + "-router" if router else name}
 
 
-def weights(name, params_b, dtype, quantization, measured):
-    """(GiB, source) of a model's weights, all GPUs together: measured on the hosts, else estimated from params_b."""
+def weights(name, estimate, quantization, measured):
+    """(GiB, source) of a model's weights, all GPUs together: measured on the hosts, else the estimate from params_b."""
     gib = (measured or {}).get(name)
     if gib and quantization not in ONLINE_QUANT:
         return gib, "measured"
-    if params_b is not None:
-        return _catalog.weights_gib(float(params_b), dtype, quantization), "estimated"
-    return None, "unset"
+    return estimate, "unset" if estimate is None else "estimated"
 
 
 def _resources(entry, cls):
@@ -102,13 +100,13 @@ def resolve_entry(index, entry, defaults, classes, predownload=False, measured=N
     spec["gated"] = bool(entry.get("gated", False))
     spec["session_affinity"] = bool(entry.get("session_affinity", False))
     spec["role"] = entry.get("role") or "serve"
-    spec["weights_gib"], sources["weights_gib"] = weights(entry["name"], params_b, spec["dtype"], spec["quantization"], measured)
+    estimate = _catalog.weights_gib(float(params_b), spec["dtype"], spec["quantization"]) if params_b is not None else None
+    spec["weights_gib"], sources["weights_gib"] = weights(entry["name"], estimate, spec["quantization"], measured)
     if sources["weights_gib"] == "measured":
         spec["weights_measured"] = True
     tp = spec["tensor_parallel_size"] if _catalog.is_int(spec["tensor_parallel_size"]) else 1
     spec["weights_gib_per_gpu"] = None if not spec["weights_gib"] else round(float(spec["weights_gib"]) / (tp if tp > 0 else 1), 2)
-    # From the estimate from params_b, as it always was: measured weights change the budget only through the sizing.
-    estimate = _catalog.weights_gib(float(params_b), spec["dtype"], spec["quantization"]) if params_b is not None else None
+    # From the estimate, as it always was: measured weights change the budget of a preset model, through its sizing.
     spec["startup_budget_s"] = startup_budget_s(estimate or 16.0, not predownload)
     spec["shm_size"] = _values.shm_size(tp)
     sources["startup_budget_s"] = sources["shm_size"] = "estimated"

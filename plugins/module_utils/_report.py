@@ -83,7 +83,7 @@ def plan_report(plan):
     for node in plan.get("nodes") or []:
         total = int(node.get("gpu_count") or 0)
         # With a catalog error no placement is made: every GPU counts as free.
-        free = int(node.get("gpus_free", total)) if plan.get("gpus_used") or not plan.get("errors") else total
+        free = int(node.get("gpus_free", total)) if plan.get("gpus_used") or not plan.get("problems") else total
         nodes.append({"name": node.get("name"), "gpu": node.get("gpu_name") or None, "gpus": total,
                       "gpus_used": total - free, "gpus_free": free})
     problems = [dict(p, subject=_catalog.subject(p)) for p in plan.get("problems") or []]

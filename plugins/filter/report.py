@@ -10,11 +10,11 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.llmserve.k3s.plugins.module_utils import _health, _report
 
 
-def plan_report(plan, catalog=None, defaults=None):
+def plan_report(plan):
     """The report of llmserve_plan: rows per enabled model, free GPUs per node, problems with their fixes."""
     if not isinstance(plan, dict) or "models" not in plan:
         raise AnsibleFilterError("plan_report expects the plan fact llmserve_plan (run the llmserve.k3s.plan role first)")
-    return _report.plan_report(plan, catalog, defaults)
+    return _report.plan_report(plan)
 
 
 def plan_table(report):

@@ -1,10 +1,13 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, llmserve.k3s contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The model catalog -> a validated deployment plan (defaults, size class, resources, GPU placement).
+"""The model catalog: its fields, the validation stage of the plan, and the vLLM arguments of a planned model.
 
-Pure logic, stdlib only. Every problem is reported as a message that names the catalog field, the bad value
-and the fix; the caller fails on any of them before anything changes.
+Pure logic, stdlib only. The plan is made in stages that each return new data (_plan.plan_catalog runs them):
+validate (here) -> resolve (_resolve.py) -> place (_placement.py) -> size (_model_sizing.py) -> arguments
+(vllm_args, here, at render time). Every problem is structured, {index, name, field, problem, fix}, and worded as
+a message (message()) that names the catalog field, the bad value and the fix; the caller fails on any of them
+before anything changes.
 """
 
 from __future__ import annotations
@@ -12,9 +15,8 @@ from __future__ import annotations
 import difflib
 import re
 
-from ansible_collections.llmserve.k3s.plugins.module_utils import _lora, _sizing, _values
+from ansible_collections.llmserve.k3s.plugins.module_utils import _lora, _values
 from ansible_collections.llmserve.k3s.plugins.module_utils._presets import PRESETS
-from ansible_collections.llmserve.k3s.plugins.module_utils._sizing import size_class, startup_budget_s  # noqa: F401  (part of this module's interface)
 
 DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 MAX_NAME_LEN = 50  # the name is prefixed with "vllm-" for object names, which must stay DNS labels
@@ -155,13 +157,9 @@ def k8s_name(name):
     return "vllm-" + name.replace(".", "-")
 
 
-def serving(entry, replicas, autoscaling):
-    """How the front door reaches a model: several replicas (or an HPA) get one vllm-router in front of them."""
-    router = bool(autoscaling) or (_is_int(replicas) and replicas > 1)
-    name = k8s_name(entry["name"])
-    return {"k8s_name": name, "session_affinity": entry.get("session_affinity") is True, "router_enabled": router,
-            "router_policy": entry.get("router_policy") or ("consistent_hash" if entry.get("session_affinity") is True else "cache_aware"),
-            "router_name": name + "-router", "backend_service": name + "-router" if router else name}
+def is_enabled(entry):
+    """The one rule: a catalog entry is enabled unless it says enabled: false."""
+    return isinstance(entry, dict) and entry.get("enabled", True) is not False
 
 
 def _closest(word, choices):
@@ -170,137 +168,159 @@ def _closest(word, choices):
     return found[0] if found else None
 
 
-def _is_int(value):
+def is_int(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-class _Errors(list):
-    def field(self, index, name, field, problem, fix):
-        who = "llmserve_models[%d]" % index + (" (%s)" % name if name else "")
-        self.append("%s.%s: %s. Fix: %s" % (who, field, problem, fix))
+def problem(index, name, field, text, fix):
+    """One catalog problem. index and name: the entry's (None for the catalog as a whole); field: the entry's field."""
+    return {"index": index, "name": name, "field": field, "problem": text, "fix": fix}
+
+
+def subject(item):
+    """What a problem is about, as its message names it: llmserve_models[3] (name).field, or llmserve_models."""
+    if item["index"] is None:
+        return "llmserve_models" + ("." + item["field"] if item["field"] else "")
+    return "llmserve_models[%d]%s%s" % (item["index"], " (%s)" % item["name"] if item["name"] else "",
+                                        "." + item["field"] if item["field"] else "")
+
+
+def message(item):
+    """The problem as one line: "llmserve_models[3] (name).field: problem. Fix: fix" (llmserve_plan.errors)."""
+    if item["index"] is None:
+        return "%s %s. Fix: %s" % (subject(item), item["problem"], item["fix"])
+    # An entry that is not a mapping has no field: its message keeps the '.' before the colon, as it always did.
+    return "%s%s: %s. Fix: %s" % (subject(item), "" if item["field"] else ".", item["problem"], item["fix"])
+
+
+class Problems(list):
+    """The problems a stage finds, in the order it finds them."""
+
+    def add(self, index, name, field, text, fix):
+        self.append(problem(index, name, field, text, fix))
 
 
 def weights_gib(params_b, dtype, quantization):
     return round(params_b * 1e9 * _values.bytes_per_param(dtype, quantization) / GIB, 2)
 
 
-def _validate_entry(index, entry, errors, cache=_lora.MODEL_CACHE):
-    """Checks of the raw entry. False when it cannot be resolved (the errors say why)."""
+def _validate_entry(index, entry, problems, cache=_lora.MODEL_CACHE):
+    """Checks of the raw entry, added to problems. False when it cannot be resolved (the problems say why)."""
     if not isinstance(entry, dict):
-        errors.field(index, None, "", "entry is %r, not a mapping" % (entry,), "write each model as a mapping with at least name and model")
+        problems.add(index, None, None, "entry is %r, not a mapping" % (entry,), "write each model as a mapping with at least name and model")
         return False
     name = entry.get("name")
     name = name if isinstance(name, str) and name else None
     for key in sorted(entry, key=str):
         if key not in FIELDS:
             hint = _closest(key, FIELDS)
-            errors.field(index, name, key, "unknown field", ("did you mean %s? " % hint if hint else "") + "known fields: " + ", ".join(sorted(FIELDS)))
+            problems.add(index, name, key, "unknown field", ("did you mean %s? " % hint if hint else "") + "known fields: " + ", ".join(sorted(FIELDS)))
     if name is None:
-        errors.field(index, None, "name", "missing (%r)" % (entry.get("name"),), "give every model a DNS-1123 name such as llama-3.1-8b")
+        problems.add(index, None, "name", "missing (%r)" % (entry.get("name"),), "give every model a DNS-1123 name such as llama-3.1-8b")
         return False
     if len(name) > MAX_NAME_LEN or not DNS1123_SUBDOMAIN.match(name):
-        errors.field(index, name, "name", "%r is not a DNS-1123 name of at most %d characters" % (name, MAX_NAME_LEN),
+        problems.add(index, name, "name", "%r is not a DNS-1123 name of at most %d characters" % (name, MAX_NAME_LEN),
                      "use lower-case letters, digits, '-' and '.', starting and ending with a letter or digit")
     if not isinstance(entry.get("model"), str) or not entry.get("model"):
-        errors.field(index, name, "model", "missing model id", "set model to a Hugging Face id such as meta-llama/Llama-3.1-8B-Instruct")
+        problems.add(index, name, "model", "missing model id", "set model to a Hugging Face id such as meta-llama/Llama-3.1-8B-Instruct")
     # The checks above leave the entry plannable (so every problem is reported at once); the ones below do not.
-    before = len(errors)
+    before = len(problems)
     for field in ("revision", "architecture", "size_class", "quantization", "dtype", "kv_cache_dtype"):
         if entry.get(field) is not None and not isinstance(entry[field], str):
-            errors.field(index, name, field, "%r is not a string" % (entry[field],), "quote the value, or leave it unset")
+            problems.add(index, name, field, "%r is not a string" % (entry[field],), "quote the value, or leave it unset")
     arch = entry.get("architecture")
     if isinstance(arch, str) and arch not in PRESETS:
-        errors.field(index, name, "architecture", "unknown preset %r" % (arch,), "use one of %s, or set params_b" % ", ".join(sorted(PRESETS)))
+        problems.add(index, name, "architecture", "unknown preset %r" % (arch,), "use one of %s, or set params_b" % ", ".join(sorted(PRESETS)))
     if arch is None and entry.get("params_b") is None and entry.get("size_class") is None:
-        errors.field(index, name, "architecture", "neither architecture, params_b nor size_class is set",
+        problems.add(index, name, "architecture", "neither architecture, params_b nor size_class is set",
                      "set architecture to a preset (%s) or params_b to the parameter count in billions" % ", ".join(sorted(PRESETS)))
     params = entry.get("params_b")
     if params is not None and (isinstance(params, bool) or not isinstance(params, (int, float)) or params <= 0):
-        errors.field(index, name, "params_b", "%r is not a positive number" % (params,), "give the parameter count in billions, e.g. 8.03")
+        problems.add(index, name, "params_b", "%r is not a positive number" % (params,), "give the parameter count in billions, e.g. 8.03")
     if entry.get("role") is not None and entry.get("role") not in ("serve", "guard"):
-        errors.field(index, name, "role", "%r is not a role" % (entry["role"],), "use serve (the default) or guard")
+        problems.add(index, name, "role", "%r is not a role" % (entry["role"],), "use serve (the default) or guard")
     for field in BOOL_FIELDS:
         if field in entry and entry[field] is not None and not isinstance(entry[field], bool):
-            errors.field(index, name, field, "%r is not a boolean" % (entry[field],), "write true or false (unquoted)")
+            problems.add(index, name, field, "%r is not a boolean" % (entry[field],), "write true or false (unquoted)")
     auto = entry.get("autoscaling")
     if auto is not None:
         if not isinstance(auto, dict):
-            errors.field(index, name, "autoscaling", "%r is not a mapping" % (auto,), "write autoscaling: {enabled: true, min_replicas: 1, max_replicas: 4}")
+            problems.add(index, name, "autoscaling", "%r is not a mapping" % (auto,), "write autoscaling: {enabled: true, min_replicas: 1, max_replicas: 4}")
         else:
             for key in sorted(auto, key=str):
                 if key not in AUTOSCALING_FIELDS:
                     hint = _closest(key, AUTOSCALING_FIELDS)
-                    errors.field(index, name, "autoscaling.%s" % key, "unknown field",
+                    problems.add(index, name, "autoscaling.%s" % key, "unknown field",
                                  ("did you mean %s? " % hint if hint else "") + "known fields: " + ", ".join(AUTOSCALING_FIELDS))
             if "enabled" in auto and not isinstance(auto["enabled"], bool):
-                errors.field(index, name, "autoscaling.enabled", "%r is not a boolean" % (auto["enabled"],), "write true or false (unquoted)")
+                problems.add(index, name, "autoscaling.enabled", "%r is not a boolean" % (auto["enabled"],), "write true or false (unquoted)")
     resources = entry.get("resources")
     if resources is not None:
         if not isinstance(resources, dict):
-            errors.field(index, name, "resources", "%r is not a mapping" % (resources,),
+            problems.add(index, name, "resources", "%r is not a mapping" % (resources,),
                          "write resources: {requests: {cpu: '8', memory: 32Gi}, limits: {memory: 64Gi}}")
         else:
             for part in sorted(resources, key=str):
                 if part not in RESOURCE_FIELDS or not isinstance(resources[part], dict):
-                    errors.field(index, name, "resources.%s" % part, "unknown part or not a mapping", "use requests: {cpu, memory} and limits: {memory}")
+                    problems.add(index, name, "resources.%s" % part, "unknown part or not a mapping", "use requests: {cpu, memory} and limits: {memory}")
                     continue
                 for key, value in sorted(resources[part].items(), key=lambda kv: str(kv[0])):
                     if key not in RESOURCE_FIELDS[part]:
-                        errors.field(index, name, "resources.%s.%s" % (part, key), "unknown resource",
+                        problems.add(index, name, "resources.%s.%s" % (part, key), "unknown resource",
                                      "set only %s here (GPUs come from tensor_parallel_size)" % ", ".join(RESOURCE_FIELDS[part]))
                     elif isinstance(value, bool) or not QUANTITY.match(str(value)):
-                        errors.field(index, name, "resources.%s.%s" % (part, key), "%r is not a Kubernetes quantity" % (value,),
+                        problems.add(index, name, "resources.%s.%s" % (part, key), "%r is not a Kubernetes quantity" % (value,),
                                      "write e.g. '8' or 500m for cpu, 32Gi for memory")
     selector = entry.get("node_selector")
     if selector is not None and (not isinstance(selector, dict)
                                  or not all(isinstance(k, str) and isinstance(v, (str, int)) and not isinstance(v, bool) for k, v in selector.items())):
-        errors.field(index, name, "node_selector", "%r is not a mapping of label names to values" % (selector,),
+        problems.add(index, name, "node_selector", "%r is not a mapping of label names to values" % (selector,),
                      "write node_selector: {llmserve.io/gpu-product: NVIDIA-L40} (quote values such as 'true')")
     policy = entry.get("router_policy")
     if policy is not None and policy not in ROUTER_POLICIES:
         hint = _closest(policy, ROUTER_POLICIES) if isinstance(policy, str) else None
-        errors.field(index, name, "router_policy", "%r is not a vllm-router policy" % (policy,),
+        problems.add(index, name, "router_policy", "%r is not a vllm-router policy" % (policy,),
                      ("did you mean %s? " % hint if hint else "") + "use one of " + ", ".join(ROUTER_POLICIES))
     elif policy not in (None, "consistent_hash") and entry.get("session_affinity") is True:
-        errors.field(index, name, "router_policy", "%r cannot keep a client on one replica (session_affinity is true)" % (policy,),
+        problems.add(index, name, "router_policy", "%r cannot keep a client on one replica (session_affinity is true)" % (policy,),
                      "use router_policy consistent_hash (the default with session_affinity), or set session_affinity false")
     size = entry.get("storage_size")
     if size is not None and not (isinstance(size, str) and QUANTITY.match(size)):
-        errors.field(index, name, "storage_size", "%r is not a Kubernetes quantity" % (size,), "write e.g. 100Gi")
-    _lora.check_entry(entry, lambda field, problem, fix: errors.field(index, name, field, problem, fix), cache)
-    return len(errors) == before
+        problems.add(index, name, "storage_size", "%r is not a Kubernetes quantity" % (size,), "write e.g. 100Gi")
+    _lora.check_entry(entry, lambda field, problem, fix: problems.add(index, name, field, problem, fix), cache)
+    return len(problems) == before
 
 
-def _check_fields(index, name, spec, classes, errors):
+def _check_fields(index, name, spec, classes, problems):
     if spec["dtype"] not in DTYPES:
-        errors.field(index, name, "dtype", "unknown dtype %r" % (spec["dtype"],), "use one of " + ", ".join(DTYPES))
+        problems.add(index, name, "dtype", "unknown dtype %r" % (spec["dtype"],), "use one of " + ", ".join(DTYPES))
     quant = spec["quantization"]
     if quant is not None and quant not in QUANTIZATIONS:
-        errors.field(index, name, "quantization", "unknown quantization %r" % (quant,), "use one of %s, or leave it unset" % ", ".join(QUANTIZATIONS))
+        problems.add(index, name, "quantization", "unknown quantization %r" % (quant,), "use one of %s, or leave it unset" % ", ".join(QUANTIZATIONS))
     if spec["kv_cache_dtype"] not in KV_CACHE_DTYPES:
-        errors.field(index, name, "kv_cache_dtype", "unknown value %r" % (spec["kv_cache_dtype"],), "use one of " + ", ".join(KV_CACHE_DTYPES))
+        problems.add(index, name, "kv_cache_dtype", "unknown value %r" % (spec["kv_cache_dtype"],), "use one of " + ", ".join(KV_CACHE_DTYPES))
     if spec["size_class"] not in classes:
-        errors.field(index, name, "size_class", "unknown class %r" % (spec["size_class"],), "use one of " + ", ".join(sorted(classes)))
+        problems.add(index, name, "size_class", "unknown class %r" % (spec["size_class"],), "use one of " + ", ".join(sorted(classes)))
     for field in ("max_model_len", "max_num_seqs", "max_num_batched_tokens"):
         value = spec[field]
-        if value is not None and (not _is_int(value) or value < 1):
-            errors.field(index, name, field, "%r is not a positive integer" % (value,), "set a whole number of at least 1, or leave it unset")
+        if value is not None and (not is_int(value) or value < 1):
+            problems.add(index, name, field, "%r is not a positive integer" % (value,), "set a whole number of at least 1, or leave it unset")
     gmu = spec["gpu_memory_utilization"]
     if isinstance(gmu, bool) or not isinstance(gmu, (int, float)) or not 0 < gmu <= 1:
-        errors.field(index, name, "gpu_memory_utilization", "%r is not in (0, 1]" % (gmu,), "use a share such as 0.9")
+        problems.add(index, name, "gpu_memory_utilization", "%r is not in (0, 1]" % (gmu,), "use a share such as 0.9")
     tp = spec["tensor_parallel_size"]
-    if not _is_int(tp) or tp < 1:
-        errors.field(index, name, "tensor_parallel_size", "%r is not a positive integer" % (tp,), "set the GPUs per replica, 1 or more")
-    if not _is_int(spec["replicas"]) or spec["replicas"] < 0:
-        errors.field(index, name, "replicas", "%r is negative or not an integer" % (spec["replicas"],), "set 0 or more replicas")
+    if not is_int(tp) or tp < 1:
+        problems.add(index, name, "tensor_parallel_size", "%r is not a positive integer" % (tp,), "set the GPUs per replica, 1 or more")
+    if not is_int(spec["replicas"]) or spec["replicas"] < 0:
+        problems.add(index, name, "replicas", "%r is negative or not an integer" % (spec["replicas"],), "set 0 or more replicas")
     auto = spec["autoscaling"]
     if auto["enabled"]:
         lo, hi = auto["min_replicas"], auto["max_replicas"]
-        if not (_is_int(lo) and _is_int(hi) and 1 <= lo <= hi):
-            errors.field(index, name, "autoscaling", "min_replicas %r / max_replicas %r: need 1 <= min_replicas <= max_replicas" % (lo, hi),
+        if not (is_int(lo) and is_int(hi) and 1 <= lo <= hi):
+            problems.add(index, name, "autoscaling", "min_replicas %r / max_replicas %r: need 1 <= min_replicas <= max_replicas" % (lo, hi),
                          "set autoscaling.min_replicas and autoscaling.max_replicas accordingly")
     if not isinstance(spec["extra_args"], list) or not all(isinstance(a, str) for a in spec["extra_args"]):
-        errors.field(index, name, "extra_args", "%r is not a list of strings" % (spec["extra_args"],), "write extra_args: ['--flag', 'value']")
+        problems.add(index, name, "extra_args", "%r is not a list of strings" % (spec["extra_args"],), "write extra_args: ['--flag', 'value']")
     else:
         for arg in spec["extra_args"]:
             flags = managed_flags(arg)
@@ -309,297 +329,55 @@ def _check_fields(index, name, spec, classes, errors):
             given = arg.split("=", 1)[0]
             if flags != [given]:
                 given += " (vLLM reads it as %s)" % flags[0] if len(flags) == 1 else " (an abbreviation of %s)" % ", ".join(flags)
-            problem = "makes vLLM read more flags from a file, unchecked" if flags == ["--config"] else "is set by the role"
+            what = "makes vLLM read more flags from a file, unchecked" if flags == ["--config"] else "is set by the role"
             fixes = []
             for flag in flags:
                 if MANAGED_FLAGS[flag] not in fixes:
                     fixes.append(MANAGED_FLAGS[flag])
-            errors.field(index, name, "extra_args", "%s %s" % (given, problem), "; or ".join(fixes))
+            problems.add(index, name, "extra_args", "%s %s" % (given, what), "; or ".join(fixes))
     if not isinstance(spec["extra_env"], dict):
-        errors.field(index, name, "extra_env", "%r is not a mapping" % (spec["extra_env"],), "write extra_env: {NAME: value}")
+        problems.add(index, name, "extra_env", "%r is not a mapping" % (spec["extra_env"],), "write extra_env: {NAME: value}")
     else:
         for key in sorted(k for k in spec["extra_env"] if k in MANAGED_ENV):
-            errors.field(index, name, "extra_env.%s" % key, "is set by the role", MANAGED_ENV[key])
+            problems.add(index, name, "extra_env.%s" % key, "is set by the role", MANAGED_ENV[key])
 
 
-def _resolve(entry, defaults, classes, predownload, cache=_lora.MODEL_CACHE, local_cache=None):
-    spec = dict(defaults)
-    spec.update({k: v for k, v in entry.items() if v is not None or k == "quantization"})
-    arch = PRESETS.get(entry.get("architecture") or "", {})
-    params_b = entry.get("params_b") if entry.get("params_b") is not None else arch.get("params_b")
-    spec["params_b"] = params_b
-    spec["size_class"] = entry.get("size_class") or (size_class(float(params_b)) if params_b is not None else "medium")
-    cls = classes.get(spec["size_class"], {})
-    spec["enabled"] = entry.get("enabled") is not False
-    spec["k8s_name"] = k8s_name(entry["name"])
-    spec.setdefault("quantization", None)
-    spec["tensor_parallel_size"] = entry.get("tensor_parallel_size", cls.get("gpus", 1))
-    spec["replicas"] = entry.get("replicas", cls.get("replicas", 1))
-    auto = dict(enabled=False, min_replicas=None, max_replicas=None, target_waiting=defaults.get("autoscaling_target_waiting", 5))
-    auto.update(entry.get("autoscaling") or {})
-    if auto["enabled"]:
-        auto["min_replicas"] = auto["min_replicas"] if auto["min_replicas"] is not None else spec["replicas"]
-        auto["max_replicas"] = auto["max_replicas"] if auto["max_replicas"] is not None else auto["min_replicas"]
-    spec["autoscaling"] = auto
-    resources = {"requests": {"cpu": str(cls.get("cpu", "4")), "memory": cls.get("memory", "16Gi")},
-                 "limits": {"memory": cls.get("memory_limit", "32Gi")}}
-    for part in ("requests", "limits"):
-        resources[part].update(((entry.get("resources") or {}).get(part) or {}))
-    spec["resources"] = resources
-    spec["extra_args"] = entry.get("extra_args", [])
-    spec["extra_env"] = entry.get("extra_env", {})
-    spec["node_selector"] = entry.get("node_selector", {})
-    spec["gated"] = bool(entry.get("gated", False))
-    spec["session_affinity"] = bool(entry.get("session_affinity", False))
-    spec["role"] = entry.get("role") or "serve"
-    if params_b is not None:
-        spec["weights_gib"] = weights_gib(float(params_b), spec["dtype"], spec["quantization"])
-    else:
-        spec["weights_gib"] = None
-    spec["startup_budget_s"] = startup_budget_s(spec["weights_gib"] or 16.0, not predownload)
-    tp = spec["tensor_parallel_size"] if _is_int(spec["tensor_parallel_size"]) else 1
-    spec["shm_size"] = _values.shm_size(tp)
-    spec["base_replicas"] = auto["min_replicas"] if auto["enabled"] else spec["replicas"]
-    spec.update(serving(entry, spec["replicas"], auto["enabled"]))
-    spec["placement"] = []
-    spec["lora"] = _lora.plan(entry, cache, local_cache, predownload)
-    for field in ("adapters", "max_loras", "max_cpu_loras"):
-        spec.pop(field, None)
-    return spec
+def validate(models, cache=_lora.MODEL_CACHE):
+    """Stage 1: checks of the raw catalog (llmserve_models); nothing is changed.
 
-
-def _matches(selector, labels):
-    return all(str(labels.get(k)) == str(v) for k, v in (selector or {}).items())
-
-
-def _check_fit(plans, nodes, errors):
-    """One replica must fit one node: its GPUs (tensor parallelism stays on a node) and, for a model without an
-    architecture preset, its weights in their memory."""
-    for plan in (p for p in plans if p["enabled"]):
-        index, name, tp = plan["index"], plan["name"], plan["tensor_parallel_size"]
-        matching = [n for n in nodes if _matches(plan["node_selector"], n.get("labels") or {})]
-        largest = max([int(n.get("gpu_count") or 0) for n in matching] or [0])
-        if tp > largest:
-            errors.field(index, name, "tensor_parallel_size",
-                         "%d GPUs per replica, but the largest node%s has %d (a replica runs on one node)"
-                         % (tp, " matching node_selector %s" % plan["node_selector"] if plan["node_selector"] else "", largest),
-                         "set tensor_parallel_size to %d or less, change node_selector, or add GPUs (llmserve_gpu_count)" % largest
-                         if largest else "add a GPU node (llmserve_gpu_count) or change node_selector")
-            continue
-        # Models with an architecture preset are sized in full (weights, KV cache, activations) by _size.
-        memory = [float(n["gpu_memory_gib"]) for n in matching
-                  if n.get("gpu_memory_gib") and int(n.get("gpu_count") or 0) >= tp]
-        if plan["weights_gib"] and memory and plan.get("architecture") not in PRESETS:
-            usable = max(memory) * plan["gpu_memory_utilization"]
-            if plan["weights_gib"] / tp > usable:
-                errors.field(index, name, "tensor_parallel_size",
-                             "the weights (%.1f GiB) over %d GPU(s) need %.1f GiB per GPU, more than the %.1f GiB usable "
-                             "(%.2f GiB x gpu_memory_utilization %s)"
-                             % (plan["weights_gib"], tp, plan["weights_gib"] / tp, usable, max(memory), plan["gpu_memory_utilization"]),
-                             "raise tensor_parallel_size, or use a quantized build (quantization: awq, fp8, ...)")
-
-
-def _place(plans, nodes, errors):
-    """First-fit-decreasing of every replica's GPUs onto one node each; caps HPA maxima at what is left."""
-    free = {n["name"]: int(n.get("gpu_count") or 0) for n in nodes}
-    labels = {n["name"]: n.get("labels") or {} for n in nodes}
-    todo = sorted((p for p in plans if p["enabled"]), key=lambda p: (-p["tensor_parallel_size"], p["name"]))
-    for plan in todo:
-        plan["placement"] = []
-        tp = plan["tensor_parallel_size"]
-        for replica in range(plan["base_replicas"]):
-            fits = [n for n in free if free[n] >= tp and _matches(plan["node_selector"], labels[n])]
-            if not fits:
-                errors.field(
-                    plan["index"], plan["name"], "replicas",
-                    "replica %d needs %d GPU(s) on one node%s, but free GPUs per node are %s "
-                    "(the enabled catalog asks for %d GPUs, the nodes have %d)"
-                    % (replica + 1, tp, " matching node_selector %s" % plan["node_selector"] if plan["node_selector"] else "",
-                       ", ".join("%s=%d" % kv for kv in sorted(free.items())) or "none (no nodes)",
-                       sum(p["tensor_parallel_size"] * p["base_replicas"] for p in todo),
-                       sum(int(n.get("gpu_count") or 0) for n in nodes)),
-                    "lower replicas or tensor_parallel_size, disable a model (enabled: false), or add GPUs (llmserve_gpu_count)")
-                break
-            best = min(fits, key=lambda n: (free[n], n))
-            free[best] -= tp
-            plan["placement"].append(best)
-    for plan in todo:
-        auto = plan["autoscaling"]
-        if auto["enabled"]:
-            tp = plan["tensor_parallel_size"]
-            room = sum(free[n] // tp for n in free if _matches(plan["node_selector"], labels[n]))
-            auto["max_replicas_requested"] = auto["max_replicas"]
-            auto["max_replicas"] = max(auto["min_replicas"], min(auto["max_replicas"], auto["min_replicas"] + room))
-    return free
-
-
-def _gpu_of(plan, nodes):
-    """The GPU the model runs on: of the nodes it is placed on, else of the GPU nodes it may run on; the smallest."""
-    by_name = {n["name"]: n for n in nodes}
-    candidates = [by_name[n] for n in plan.get("placement") or [] if n in by_name]
-    if not candidates:
-        candidates = [n for n in nodes if int(n.get("gpu_count") or 0) and _matches(plan["node_selector"], n.get("labels") or {})]
-    candidates = [n for n in candidates if n.get("gpu_memory_gib") or n.get("gpu_name")]
-    if not candidates:
-        return None
-    node = min(candidates, key=lambda n: (float(n.get("gpu_memory_gib") or 0), n["name"]))
-    return node
-
-
-def _memory_gi(text):
-    match = re.match(r"^(\d+(?:\.\d+)?)Gi$", str(text))
-    return float(match.group(1)) if match else None
-
-
-# Quantizations applied while vLLM loads a 16-bit checkpoint: the checkpoint's size on disk is not their weights.
-_ONLINE_QUANT = ("fp8", "bitsandbytes", "experts_int8")
-
-
-def _apply_measured(plan, measured):
-    """Weights measured on the host (model_storage's llmserve_model_sizes) replace the estimate from params_b."""
-    gib = (measured or {}).get(plan["name"])
-    if gib and plan.get("quantization") not in _ONLINE_QUANT:
-        plan["weights_gib"] = gib
-        plan["weights_measured"] = True
-
-
-def _size(plans, models, nodes, predownload, errors):
-    """Size every enabled model with an architecture preset on the GPU of its nodes (gpu_sizing's model).
-
-    Unset max_model_len / max_num_seqs get the recommended values; the startup budget, /dev/shm and the memory
-    request (never below the size class) come from the sizing; a model that cannot fit is an error naming the field.
+    Returns {entries: [(index, entry)] that can be resolved, problems: each entry's own, in catalog order,
+    adapter_problems: the check across entries of the adapters' names, reported after every entry's own}.
     """
-    for plan in plans:
-        plan["sizing"] = None
-        if not plan["enabled"] or plan.get("architecture") not in PRESETS:
-            continue
-        node = _gpu_of(plan, nodes)
-        if node is None:
-            continue
-        entry = models[plan["index"]]
-        preset = {"model_preset": plan["architecture"]}
-        if plan.get("weights_measured"):
-            preset = {"model": dict(PRESETS[plan["architecture"]], weights_gib=plan["weights_gib"])}
-        dtype = "bfloat16" if plan["dtype"] == "auto" else plan["dtype"]
-        lora_gib = 0.0
-        if plan["lora"]:
-            lora = plan["lora"]
-            lora_gib = _lora.lora_bytes(PRESETS[plan["architecture"]], lora["max_lora_rank"], lora["max_loras"],
-                                        _values.DTYPE_BYTES.get(dtype, 2), plan["tensor_parallel_size"]) / float(GIB)
-            lora["gpu_gib"] = round(lora_gib, 3)
-        try:
-            result = _sizing.size(
-                dtype=dtype, lora_gib=lora_gib,
-                quantization=plan["quantization"], kv_cache_dtype=plan["kv_cache_dtype"],
-                gpu_memory_gib=node.get("gpu_memory_gib"), gpu_name=node.get("gpu_name") or None,
-                tensor_parallel_size=plan["tensor_parallel_size"], gpu_memory_utilization=plan["gpu_memory_utilization"],
-                max_model_len=plan["max_model_len"], max_num_seqs=plan["max_num_seqs"],
-                max_num_batched_tokens=plan["max_num_batched_tokens"], download=not predownload, **preset)
-        except _sizing.SizingError as exc:
-            errors.field(plan["index"], plan["name"], "architecture", "cannot be sized on %s (%s)" % (node["name"], exc),
-                         "correct the entry or the node's GPU facts (llmserve_gpu_name / llmserve_gpu_memory_gib)")
-            continue
-        rec = result["recommended"]
-        gpu = "%s (%s GiB, node %s)" % (node.get("gpu_name") or "GPU", node.get("gpu_memory_gib"), node["name"])
-        if not result["fits"]:
-            field = "max_model_len" if result["kv_cache_gib"] > 0 else "tensor_parallel_size"
-            errors.field(plan["index"], plan["name"], field,
-                         "does not fit on %s with tensor_parallel_size %d: %s" % (gpu, plan["tensor_parallel_size"], "; ".join(result["reasons"])),
-                         (", or ".join(result["suggestions"]) or "use a larger GPU") + " (gpu_sizing's estimate, see docs/sizing.md)")
-        if plan["max_model_len"] is None and rec["max_model_len"]:
-            plan["max_model_len"] = rec["max_model_len"]
-        if plan["max_num_seqs"] is None:
-            plan["max_num_seqs"] = rec["max_num_seqs"]
-        plan["weights_gib"] = round(result["weights_gib"] * plan["tensor_parallel_size"], 2)
-        plan["startup_budget_s"] = rec["startup_budget_s"]
-        plan["shm_size"] = rec["shm_size"]
-        wanted = (entry.get("resources") or {})
-        for part, key, value in (("requests", "memory", rec["memory_request"]), ("limits", "memory", rec["memory_limit"])):
-            if key in (wanted.get(part) or {}):
-                continue
-            current = _memory_gi(plan["resources"][part][key])
-            if current is None or _memory_gi(value) > current:
-                plan["resources"][part][key] = value
-        kept = ("weights_gib", "activation_gib", "non_torch_gib", "lora_gib", "kv_cache_gib", "kv_bytes_per_token", "kv_cache_tokens",
-                "max_concurrency", "fits", "gpu")
-        plan["sizing"] = dict((k, result[k]) for k in kept)
-        plan["sizing"]["node"] = node["name"]
-
-
-def _share_sliced_gpus(plans, nodes, errors):
-    """Models on time-sliced GPUs (N slices a GPU) take 1/N of the physical GPU.
-
-    The nodes already show N times the GPUs with 1/N of the memory each, which placement and sizing used; vLLM's
-    --gpu-memory-utilization is a share of the whole physical GPU, so it is divided by N. Tensor parallelism over
-    slices could put two ranks on one physical GPU: that is an error.
-    """
-    slices_of = {n["name"]: int(n.get("gpu_slices") or 1) for n in nodes}
-    for plan in plans:
-        slices = max([slices_of.get(n, 1) for n in plan.get("placement") or []] or [1])
-        plan["gpu_slices"] = slices
-        if slices <= 1:
-            continue
-        if plan["tensor_parallel_size"] > 1:
-            errors.field(plan["index"], plan["name"], "tensor_parallel_size",
-                         "%d on time-sliced GPUs (llmserve_gpu_time_slicing_replicas %d): ranks could share one physical GPU"
-                         % (plan["tensor_parallel_size"], slices),
-                         "use tensor_parallel_size 1 on time-sliced nodes, or turn time-slicing off")
-        plan["gpu_memory_utilization"] = round(plan["gpu_memory_utilization"] / slices, 4)
-
-
-def plan_catalog(models, nodes, defaults, classes, predownload=False, measured=None, cache=_lora.MODEL_CACHE, local_cache=None,
-                 fit=True):
-    """Validate and resolve the catalog. Returns a dict with models (all, enabled or not), errors and GPU totals.
-
-    fit: False checks the entries alone (no fit on the nodes, no placement, no sizing): the check before the host play,
-    when the inventory declares no GPU and the hosts have not been asked yet.
-
-    measured: {model name: weights GiB} measured on the hosts; they replace the estimate from params_b.
-    cache: the model cache's path on the hosts; local_cache: the same cache where this process can read it (adapters'
-    adapter_config.json), or None.
-    """
-    errors = _Errors()
     if not isinstance(models, list):
         kind = "a mapping" if isinstance(models, dict) else "a string" if isinstance(models, str) else type(models).__name__
-        return {"models": [], "errors": ["llmserve_models is %s, not a list. Fix: write the catalog as a list of mappings, "
-                                         "one per model (- name: ...)" % kind]}
-    plans, seen = [], {}
+        return {"entries": [], "adapter_problems": [],
+                "problems": [problem(None, None, None, "is %s, not a list" % kind,
+                                     "write the catalog as a list of mappings, one per model (- name: ...)")]}
+    problems, entries, seen = Problems(), [], {}
     for index, entry in enumerate(models):
-        valid = _validate_entry(index, entry, errors, cache)
+        valid = _validate_entry(index, entry, problems, cache)
         name = entry.get("name") if isinstance(entry, dict) else None
         if not isinstance(name, str) or not name:
             continue
         for other, other_index in seen.items():
             if other == name or k8s_name(other) == k8s_name(name):
-                errors.field(index, name, "name", "%r clashes with llmserve_models[%d] (%s)" % (name, other_index, other),
+                problems.add(index, name, "name", "%r clashes with llmserve_models[%d] (%s)" % (name, other_index, other),
                              "give every model a unique name (names that differ only by '.' and '-' clash)")
         seen.setdefault(name, index)
-        if not valid:
-            continue
-        spec = _resolve(entry, defaults, classes, predownload, cache, local_cache)
-        _check_fields(index, name, spec, classes, errors)
-        _lora.check_plan(spec["lora"], lambda field, problem, fix, i=index, n=name: errors.field(i, n, field, problem, fix))
-        spec["index"] = index
-        _apply_measured(spec, measured)
-        plans.append(spec)
-    _lora.check_names(models, errors.field)
-    if not errors and fit:
-        _check_fit(plans, nodes, errors)
-    free = {}
-    if not errors and fit:
-        free = _place(plans, nodes, errors)
-        _size(plans, models, nodes, predownload, errors)
-        _share_sliced_gpus(plans, nodes, errors)
-    total = sum(int(n.get("gpu_count") or 0) for n in nodes)
-    used = total - sum(free.values()) if free else 0
-    return {
-        "models": plans,
-        "enabled": [p["name"] for p in plans if p["enabled"]],
-        "errors": list(errors),
-        "gpus_total": total,
-        "gpus_used": used,
-        "nodes": [dict(n, gpus_free=free.get(n["name"], 0)) for n in nodes],
-    }
+        if valid:
+            entries.append((index, entry))
+    adapter_problems = Problems()
+    _lora.check_names(models, adapter_problems.add)
+    return {"entries": entries, "problems": list(problems), "adapter_problems": list(adapter_problems)}
+
+
+def check_resolved(model, classes):
+    """The checks of a resolved model's settings (its entry's values or the defaults, the size class, LoRA slots)."""
+    problems = Problems()
+    index, name = model["index"], model["name"]
+    _check_fields(index, name, model, classes, problems)
+    _lora.check_plan(model["lora"], lambda field, text, fix: problems.add(index, name, field, text, fix))
+    return list(problems)
 
 
 def vllm_args(plan, port=8000):

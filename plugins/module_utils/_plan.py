@@ -3,15 +3,18 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The plan fact (llmserve_plan): the catalog plan plus every name the roles derive from it, made once a run.
 
-Pure logic, stdlib only. Every role, template and filter reads what it needs about the models from here; none
-decides again whether a model is enabled, what its claim or Secrets are called, or how many GPUs there are.
+Pure logic, stdlib only. plan_catalog() runs the plan's stages, each returning new data: validate (_catalog) ->
+resolve (_resolve) -> place (_placement) -> size (_model_sizing) -> time-slicing (_placement); the vLLM arguments
+(_catalog.vllm_args) are made from a planned model at render time. Every role, template and filter reads what it
+needs about the models from here; none decides again whether a model is enabled, what its claim or Secrets are
+called, or how many GPUs there are.
 """
 
 from __future__ import annotations
 
 import os
 
-from ansible_collections.llmserve.k3s.plugins.module_utils import _catalog
+from ansible_collections.llmserve.k3s.plugins.module_utils import _catalog, _lora, _model_sizing, _placement, _resolve
 
 GIB = 1024 ** 3
 MANAGED_BY = {"app.kubernetes.io/managed-by": "llmserve.k3s"}
@@ -40,16 +43,6 @@ SETTINGS = {
 }
 
 
-def is_enabled(entry):
-    """The one rule: a catalog entry is enabled unless it says enabled: false."""
-    return isinstance(entry, dict) and entry.get("enabled", True) is not False
-
-
-def enabled_entries(models):
-    """The enabled catalog entries with a name, in catalog order (for the host play, which runs before the plan)."""
-    return [m for m in models or [] if is_enabled(m) and m.get("name")] if isinstance(models, list) else []
-
-
 def measured_weights(nodes, hostvars_sizes):
     """{model name: GiB} from the sizes model_storage measured on the hosts (llmserve_model_sizes, bytes per name).
 
@@ -68,10 +61,11 @@ def measured_weights(nodes, hostvars_sizes):
 
 
 def _derive(model, settings):
-    """Names a role needs for one planned model."""
+    """The planned model with the names a role needs (a new dict)."""
     name = model["name"]
     local_path = settings["storage_mode"] == "local-path"
-    model.update(
+    return dict(
+        model,
         selector={"app.kubernetes.io/name": "vllm", "llmserve.io/model": name},
         claim_name=settings["cache_claim"] + ("-" + name.replace(".", "-") if local_path else ""),
         # Pre-downloaded models start offline (HF_HUB_OFFLINE=1) and need no token.
@@ -80,7 +74,49 @@ def _derive(model, settings):
         hf_token_secret=settings["hf_token_secret"],
         path="/models/%s/v1" % name,
     )
-    return model
+
+
+def _entry_order(checked, resolved):
+    """Each entry's problems together (its raw fields, then its resolved settings), entries in catalog order; the
+    catalog's own first, the check of the adapters' names across entries last."""
+    by_entry = sorted(checked["problems"] + resolved["problems"], key=lambda p: -1 if p["index"] is None else p["index"])
+    return by_entry + checked["adapter_problems"]
+
+
+def plan_catalog(models, nodes, defaults, classes, predownload=False, measured=None, cache=_lora.MODEL_CACHE, local_cache=None,
+                 fit=True):
+    """Validate, resolve, place and size the catalog. Returns {models (all, enabled or not), enabled, problems
+    ({index, name, field, problem, fix}), errors (the problems as messages), gpus_total, gpus_used, nodes (with gpus_free)}.
+
+    Placement waits for a catalog without problems, the sizing and time-slicing for one that fits its nodes.
+    measured: {model name: weights GiB} measured on the hosts; they replace the estimate from params_b.
+    cache: the model cache's path on the hosts; local_cache: the same cache where this process can read it (adapters'
+    adapter_config.json), or None. fit: False checks the entries alone (no fit on the nodes, no placement, no sizing):
+    the check before the host play, when the inventory declares no GPU and the hosts have not been asked yet.
+    """
+    checked = _catalog.validate(models, cache)
+    if not isinstance(models, list):
+        return {"models": [], "problems": checked["problems"], "errors": [_catalog.message(p) for p in checked["problems"]]}
+    resolved = _resolve.resolve(checked["entries"], defaults, classes, predownload, measured, cache, local_cache)
+    planned, problems, free = resolved["models"], _entry_order(checked, resolved), {}
+    if not problems and fit:
+        problems = _placement.check_fit(planned, nodes)
+    if not problems and fit:
+        placed = _placement.place(planned, nodes)
+        sized = _model_sizing.size(placed["models"], nodes, predownload)
+        sliced = _placement.share_sliced_gpus(sized["models"], nodes)
+        planned, free = sliced["models"], placed["free"]
+        problems = placed["problems"] + sized["problems"] + sliced["problems"]
+    total = sum(int(n.get("gpu_count") or 0) for n in nodes)
+    return {
+        "models": planned,
+        "enabled": [m["name"] for m in planned if m["enabled"]],
+        "problems": problems,
+        "errors": [_catalog.message(p) for p in problems],
+        "gpus_total": total,
+        "gpus_used": total - sum(free.values()) if free else 0,
+        "nodes": [dict(n, gpus_free=free.get(n["name"], 0)) for n in nodes],
+    }
 
 
 def build_plan(models, nodes, defaults, classes, settings=None, measured=None):
@@ -90,13 +126,14 @@ def build_plan(models, nodes, defaults, classes, settings=None, measured=None):
     fit = settings["fit"]
     if fit == "declared":
         fit = any(int(n.get("gpu_count") or 0) > 0 for n in nodes or [])
-    base = _catalog.plan_catalog(models, nodes, defaults, classes, settings["predownload"], measured or {}, cache,
-                                 cache if os.path.isdir(cache) else None, fit=bool(fit))
+    base = plan_catalog(models, nodes, defaults, classes, settings["predownload"], measured or {}, cache,
+                        cache if os.path.isdir(cache) else None, fit=bool(fit))
     catalog = [_derive(m, settings) for m in base["models"]]
     enabled = [m for m in catalog if m["enabled"]]
     names = [m["name"] for m in enabled]
     return {
         "errors": base["errors"],
+        "problems": base["problems"],
         "catalog": catalog,
         "models": enabled,
         "enabled": names,

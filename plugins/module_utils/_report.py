@@ -4,15 +4,15 @@
 """The plan report (playbooks/plan.yml) and the live check of the plan's KV cache against vLLM's.
 
 Pure logic, stdlib only. plan_report() turns the plan fact (llmserve_plan) into one row per enabled model, the free
-GPUs per node and the catalog's problems split into reason and fix; plan_table() prints it. kv_check() compares the
+GPUs per node and the catalog's problems with their fixes, all as the plan says them (each setting carries its
+source, each problem its entry, field and fix); plan_table() prints it. kv_check() compares the
 KV cache tokens the plan predicted for a model with what vLLM allocated (vllm:cache_config_info on /metrics) and,
 when they differ by more than the tolerance, gives the case data to add the deployment to the sizing cases.
 """
 
 from __future__ import annotations
 
-import re
-
+from ansible_collections.llmserve.k3s.plugins.module_utils import _catalog
 from ansible_collections.llmserve.k3s.plugins.module_utils._bundle import yaml_scalar
 
 GIB = 1024 ** 3
@@ -25,48 +25,25 @@ SOURCES = {
     "plan": "the plan (GPU sizing, size class, time-slicing)",
     "vllm": "unset: vLLM's own default",
 }
-# "llmserve_models[2] (name).field: problem. Fix: fix" as the planner words every problem.
-_PROBLEM = re.compile(r"^(?P<subject>llmserve_models(?:\[\d+\])?(?: \([^)]*\))?(?:\.[\w.]*)?):? (?P<problem>.*)$", re.S)
 KV_TOLERANCE = 0.10
 
 
-def setting_source(field, value, entry, defaults):
-    """Where a resolved setting came from: catalog, default, plan or vllm (see SOURCES)."""
-    raw = entry.get(field) if isinstance(entry, dict) else None
-    if raw is not None:
-        # Set in the entry but changed by the plan (a time-sliced GPU divides the utilization).
-        return "catalog" if raw == value else "plan"
-    if value is None:
-        return "vllm"
-    if (defaults or {}).get(field) is not None and (defaults or {}).get(field) == value:
-        return "default"
-    return "plan"
-
-
-def split_problem(message):
-    """{subject, problem, fix} of one planner message."""
-    text = str(message)
-    reason, sep, fix = text.partition(" Fix: ")
-    reason = reason.rstrip(".") if sep else text
-    match = _PROBLEM.match(reason)
-    subject, problem = (match.group("subject"), match.group("problem")) if match else ("llmserve_models", reason)
-    return {"subject": subject, "problem": problem, "fix": fix.strip() if sep else ""}
+def report_source(source):
+    """The report's word for a setting's source in the plan (_resolve.SOURCES): catalog, default, vllm, else plan."""
+    return source if source in ("catalog", "default", "vllm") else "plan"
 
 
 def _gib(value):
     return None if value is None else round(float(value), 2)
 
 
-def _row(model, entry, defaults, gpu_names):
+def _row(model, gpu_names):
     sizing = model.get("sizing") or {}
     tp = int(model.get("tensor_parallel_size") or 1)
     placement = list(model.get("placement") or [])
-    weights = sizing.get("weights_gib")
-    if weights is None and model.get("weights_gib"):
-        weights = float(model["weights_gib"]) / tp  # estimated from params_b: the whole model over its GPUs
     gpu = sizing.get("gpu") or {}
-    settings = dict((field, {"value": model.get(field), "source": setting_source(field, model.get(field), entry, defaults)})
-                    for field, dummy in SETTINGS)
+    sources = model.get("sources") or {}
+    settings = dict((field, {"value": model.get(field), "source": report_source(sources.get(field))}) for field, dummy in SETTINGS)
     return {
         "name": model.get("name"),
         "nodes": placement,
@@ -75,7 +52,7 @@ def _row(model, entry, defaults, gpu_names):
         "gpus": tp * len(placement),
         "gpu": gpu.get("name") or next((gpu_names.get(n) for n in placement if gpu_names.get(n)), None),
         "sized": bool(sizing),
-        "weights_gib": _gib(weights),
+        "weights_gib": _gib(model.get("weights_gib_per_gpu")),
         "activation_gib": _gib(sizing.get("activation_gib")),
         "non_torch_gib": _gib(sizing.get("non_torch_gib")),
         "kv_cache_gib": _gib(sizing.get("kv_cache_gib")),
@@ -97,24 +74,19 @@ def _lora_row(lora):
             "max_loras": lora["max_loras"], "max_cpu_loras": lora["max_cpu_loras"], "gpu_gib": lora.get("gpu_gib")}
 
 
-def plan_report(plan, catalog=None, defaults=None):
-    """The report of a plan fact. catalog: llmserve_models (for the origin of each setting); defaults: plan_model_defaults."""
+def plan_report(plan):
+    """The report of a plan fact (llmserve_plan): each setting's source and each problem are the plan's own."""
     plan = plan or {}
-    raw = catalog if isinstance(catalog, list) else []
     gpu_names = dict((n.get("name"), n.get("gpu_name")) for n in plan.get("nodes") or [])
-    rows = []
-    for model in plan.get("models") or []:
-        index = model.get("index")
-        entry = raw[index] if isinstance(index, int) and 0 <= index < len(raw) else {}
-        rows.append(_row(model, entry, defaults, gpu_names))
+    rows = [_row(model, gpu_names) for model in plan.get("models") or []]
     nodes = []
     for node in plan.get("nodes") or []:
         total = int(node.get("gpu_count") or 0)
         # With a catalog error no placement is made: every GPU counts as free.
-        free = int(node.get("gpus_free", total)) if plan.get("gpus_used") or not plan.get("errors") else total
+        free = int(node.get("gpus_free", total)) if plan.get("gpus_used") or not plan.get("problems") else total
         nodes.append({"name": node.get("name"), "gpu": node.get("gpu_name") or None, "gpus": total,
                       "gpus_used": total - free, "gpus_free": free})
-    problems = [split_problem(m) for m in plan.get("errors") or []]
+    problems = [dict(p, subject=_catalog.subject(p)) for p in plan.get("problems") or []]
     return {"ok": not problems, "models": rows, "nodes": nodes, "gpus_total": plan.get("gpus_total", 0),
             "gpus_used": plan.get("gpus_used", 0), "disabled": list(plan.get("disabled") or []), "problems": problems}
 

@@ -8,7 +8,7 @@ import pathlib
 import pytest
 import yaml
 
-from ansible_collections.llmserve.k3s.plugins.module_utils import _catalog
+from ansible_collections.llmserve.k3s.plugins.module_utils import _catalog, _plan, _sizing
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 with open(ROOT / "roles" / "plan" / "defaults" / "main.yml", encoding="utf-8") as _handle:
@@ -30,7 +30,7 @@ def model(name, **fields):
 
 
 def plan(models, nodes=None, predownload=False):
-    return _catalog.plan_catalog(copy.deepcopy(models), nodes if nodes is not None else [node("ws", 4)], DEFAULTS, CLASSES, predownload)
+    return _plan.plan_catalog(copy.deepcopy(models), nodes if nodes is not None else [node("ws", 4)], DEFAULTS, CLASSES, predownload)
 
 
 def by_name(result):
@@ -43,7 +43,7 @@ def by_name(result):
     (0.5, "small"), (2.99, "small"), (3.0, "medium"), (8.03, "medium"), (10.0, "medium"), (10.01, "large"), (70.6, "large"),
 ])
 def test_size_class_boundaries(params_b, expected):
-    assert _catalog.size_class(params_b) == expected
+    assert _sizing.size_class(params_b) == expected
 
 
 @pytest.mark.parametrize("params_b, cls", [(1.54, "small"), (8.03, "medium"), (15.71, "large")])
@@ -85,10 +85,10 @@ def test_weights_bytes_per_parameter(dtype, quantization, bytes_per_param):
 
 
 def test_startup_budget_grows_with_weights_and_download():
-    budgets = [_catalog.startup_budget_s(w, download=False) for w in (1, 15, 30, 60)]
+    budgets = [_sizing.startup_budget_s(w, download=False) for w in (1, 15, 30, 60)]
     assert budgets == sorted(budgets) and len(set(budgets)) == 4
     assert all(b % 30 == 0 and b >= 180 for b in budgets)
-    assert _catalog.startup_budget_s(15, download=True) > _catalog.startup_budget_s(15, download=False)
+    assert _sizing.startup_budget_s(15, download=True) > _sizing.startup_budget_s(15, download=False)
 
 
 def test_startup_budget_in_the_plan_follows_predownload():

@@ -10,7 +10,7 @@ import pathlib
 import pytest
 import yaml
 
-from ansible_collections.llmserve.k3s.plugins.module_utils import _catalog
+from ansible_collections.llmserve.k3s.plugins.module_utils import _catalog, _plan
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 ROLE = yaml.safe_load((ROOT / "roles" / "plan" / "defaults" / "main.yml").read_text())
@@ -24,7 +24,7 @@ def catalog(inventory):
 
 
 def plan(models, nodes=(L40_NODE,), predownload=False):
-    return _catalog.plan_catalog(models, list(nodes), DEFAULTS, CLASSES, predownload)
+    return _plan.plan_catalog(models, list(nodes), DEFAULTS, CLASSES, predownload)
 
 
 def by_name(result):

@@ -7,7 +7,7 @@ import pathlib
 import yaml
 
 from ansible_collections.llmserve.k3s.plugins.filter.llmserve import gpu_nodes
-from ansible_collections.llmserve.k3s.plugins.module_utils import _catalog
+from ansible_collections.llmserve.k3s.plugins.module_utils import _catalog, _plan
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 ROLE = yaml.safe_load((ROOT / "roles" / "plan" / "defaults" / "main.yml").read_text())
@@ -35,7 +35,7 @@ def test_nodes_show_n_gpus_with_a_share_of_the_memory():
 
 def test_two_replicas_share_one_gpu_and_each_asks_vllm_for_half_of_it():
     entry = dict(LLAMA, replicas=2)
-    result = _catalog.plan_catalog([entry], _nodes(2), DEFAULTS, CLASSES)
+    result = _plan.plan_catalog([entry], _nodes(2), DEFAULTS, CLASSES)
     assert result["errors"] == []
     plan = _by_name(result)["llama-small"]
     assert plan["placement"] == ["ws", "ws"]
@@ -43,17 +43,17 @@ def test_two_replicas_share_one_gpu_and_each_asks_vllm_for_half_of_it():
     args = _catalog.vllm_args(plan)
     assert args[args.index("--gpu-memory-utilization") + 1] == "0.45"
     # Sized on the slice: less KV cache than the same model on a whole L40.
-    whole = _by_name(_catalog.plan_catalog([dict(LLAMA)], _nodes(1), DEFAULTS, CLASSES))["llama-small"]
+    whole = _by_name(_plan.plan_catalog([dict(LLAMA)], _nodes(1), DEFAULTS, CLASSES))["llama-small"]
     assert 0 < plan["sizing"]["kv_cache_gib"] < whole["sizing"]["kv_cache_gib"] - 15
 
 
 def test_the_same_two_replicas_do_not_fit_one_gpu_without_slicing():
-    result = _catalog.plan_catalog([dict(LLAMA, replicas=2)], _nodes(1), DEFAULTS, CLASSES)
+    result = _plan.plan_catalog([dict(LLAMA, replicas=2)], _nodes(1), DEFAULTS, CLASSES)
     assert any("replicas" in e and "free GPUs per node are ws=0" in e for e in result["errors"]), result["errors"]
 
 
 def test_tensor_parallel_over_slices_is_an_error():
-    result = _catalog.plan_catalog([dict(LLAMA, tensor_parallel_size=2)], _nodes(2), DEFAULTS, CLASSES)
+    result = _plan.plan_catalog([dict(LLAMA, tensor_parallel_size=2)], _nodes(2), DEFAULTS, CLASSES)
     assert any("tensor_parallel_size: 2 on time-sliced GPUs (llmserve_gpu_time_slicing_replicas 2)" in e
                for e in result["errors"]), result["errors"]
 
@@ -61,6 +61,6 @@ def test_tensor_parallel_over_slices_is_an_error():
 def test_a_model_too_big_for_a_slice_does_not_fit():
     big = {"name": "mixtral", "model": "mistralai/Mixtral-8x7B-Instruct-v0.1", "architecture": "mixtral-8x7b",
            "quantization": "awq", "dtype": "float16", "max_model_len": 16384}
-    assert _catalog.plan_catalog([big], _nodes(1), DEFAULTS, CLASSES)["errors"] == []
-    errors = _catalog.plan_catalog([big], _nodes(2), DEFAULTS, CLASSES)["errors"]
+    assert _plan.plan_catalog([big], _nodes(1), DEFAULTS, CLASSES)["errors"] == []
+    errors = _plan.plan_catalog([big], _nodes(2), DEFAULTS, CLASSES)["errors"]
     assert errors and "mixtral" in errors[0]

@@ -52,7 +52,7 @@ def test_filters_are_registered():
 
 
 def test_the_plan_sends_multi_replica_models_to_their_router():
-    """The front door's backends come from the plan (module_utils/_catalog.serving): a router exactly where the
+    """The front door's backends come from the plan (module_utils/_resolve.serving): a router exactly where the
     vllm_models role renders one."""
     catalog = [{"name": "one"}, {"name": "two.x", "replicas": 2}, {"name": "hpa", "autoscaling": {"enabled": True}},
                {"name": "sticky", "replicas": 3, "session_affinity": True}, {"name": "off", "enabled": False, "replicas": 2},

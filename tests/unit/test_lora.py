@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from ansible_collections.llmserve.k3s.plugins.module_utils import _catalog, _lora
+from ansible_collections.llmserve.k3s.plugins.module_utils import _catalog, _lora, _plan
 from ansible_collections.llmserve.k3s.plugins.module_utils._presets import PRESETS
 
 DEFAULTS = {"dtype": "bfloat16", "gpu_memory_utilization": 0.9, "enable_prefix_caching": True, "max_model_len": None,
@@ -18,7 +18,7 @@ BASE = {"name": "llama", "model": "meta-llama/Llama-3.1-8B-Instruct", "architect
 
 
 def plan(models, local_cache=None, predownload=True):
-    return _catalog.plan_catalog(models, NODES, DEFAULTS, CLASSES, predownload=predownload, local_cache=local_cache)
+    return _plan.plan_catalog(models, NODES, DEFAULTS, CLASSES, predownload=predownload, local_cache=local_cache)
 
 
 def entry(*adapters, **fields):

@@ -78,15 +78,6 @@ def test_catalog_errors_are_carried():
     assert plan["models"] == [] and any("Bad_Name" in e and "DNS-1123" in e for e in plan["errors"])
 
 
-def test_enabled_rule_is_the_same_for_the_host_play():
-    models = [{"name": "a"}, {"name": "b", "enabled": False}, {"name": "c", "enabled": True}, {"model": "no-name"}, "junk"]
-    assert [m["name"] for m in _plan.enabled_entries(models)] == ["a", "c"]
-    assert _plan.enabled_entries("not a list") == []
-    planned = _plan.build_plan([m for m in models if isinstance(m, dict) and "name" in m and m.update(model="x/y", params_b=1.0) is None],
-                               NODES, DEFAULTS, CLASSES)
-    assert planned["enabled"] == [m["name"] for m in _plan.enabled_entries(models)]
-
-
 def test_measured_weights_replace_the_estimate():
     sizes = {"workstation": {"qwen.small": 1024 ** 3 * 3, "llama-3.1-8b": "not a number"}, "cpu-node": {}}
     measured = _plan.measured_weights(["workstation", "cpu-node"], sizes)

@@ -26,23 +26,29 @@ def build(models, nodes=(L40,)):
     return _plan.build_plan(models, list(nodes), DEFAULTS["plan_model_defaults"], DEFAULTS["plan_size_classes"])
 
 
-@pytest.mark.parametrize("field, value, entry, expected", [
-    ("max_model_len", 32768, {"max_model_len": 32768}, "catalog"),
-    ("max_model_len", 8192, {}, "plan"),                                   # sizing's recommendation
-    ("max_model_len", None, {}, "vllm"),                                   # a model without a preset
-    ("gpu_memory_utilization", 0.9, {}, "default"),                        # plan_model_defaults
-    ("gpu_memory_utilization", 0.45, {"gpu_memory_utilization": 0.9}, "plan"),  # divided by time-slicing
-    ("tensor_parallel_size", 1, {}, "plan"),                               # the size class
-    ("tensor_parallel_size", 2, {"tensor_parallel_size": 2}, "catalog"),
+@pytest.mark.parametrize("entry, field, value, expected", [
+    ({"max_model_len": 32768}, "max_model_len", 32768, "catalog"),
+    ({}, "max_model_len", ..., "plan"),                                  # sizing's recommendation
+    ({"architecture": None, "params_b": 8.0}, "max_model_len", None, "vllm"),  # a model without a preset
+    ({}, "gpu_memory_utilization", 0.9, "default"),                      # plan_model_defaults
+    ({}, "tensor_parallel_size", 1, "plan"),                             # the size class
+    ({"tensor_parallel_size": 2}, "tensor_parallel_size", 2, "catalog"),
 ])
-def test_where_a_setting_came_from(field, value, entry, expected):
-    assert _report.setting_source(field, value, entry, DEFAULTS["plan_model_defaults"]) == expected
+def test_where_a_setting_came_from(entry, field, value, expected):
+    setting = _report.plan_report(build([dict(LLAMA, **entry)]))["models"][0]["settings"][field]
+    assert setting["source"] == expected and (setting["value"] == value if value is not ... else setting["value"] > 0)
+
+
+@pytest.mark.parametrize("source, expected", [("catalog", "catalog"), ("default", "default"), ("vllm", "vllm"), ("size class", "plan"),
+                                              ("sized", "plan"), ("time-slicing", "plan"), ("measured", "plan")])
+def test_the_plans_sources_in_the_reports_words(source, expected):
+    assert _report.report_source(source) == expected
 
 
 def test_report_of_a_plan_gives_each_setting_its_origin():
     catalog = [dict(LLAMA, max_model_len=16384), dict(LLAMA, name="auto"),
                {"name": "estimated", "model": "x/y", "params_b": 3.0, "max_num_seqs": 32}, dict(LLAMA, name="off", enabled=False)]
-    report = _report.plan_report(build(catalog), catalog, DEFAULTS["plan_model_defaults"])
+    report = _report.plan_report(build(catalog))
     rows = {r["name"]: r for r in report["models"]}
     assert list(rows) == ["llama", "auto", "estimated"] and report["disabled"] == ["off"]
     assert rows["llama"]["settings"]["max_model_len"] == {"value": 16384, "source": "catalog"}
@@ -64,7 +70,7 @@ def test_report_of_a_plan_gives_each_setting_its_origin():
 def test_time_sliced_gpus_mark_the_divided_utilization_as_the_plans():
     node = dict(L40, gpu_count=8, gpu_slices=2, gpu_memory_gib=22.5)
     catalog = [{"name": "small", "model": "x/y", "params_b": 1.5, "gpu_memory_utilization": 0.8}]
-    report = _report.plan_report(build(catalog, [node]), catalog, DEFAULTS["plan_model_defaults"])
+    report = _report.plan_report(build(catalog, [node]))
     assert report["models"][0]["settings"]["gpu_memory_utilization"] == {"value": 0.4, "source": "plan"}
 
 
@@ -72,11 +78,12 @@ def test_every_planner_problem_splits_into_subject_reason_and_fix():
     catalog = [dict(LLAMA, max_model_len=131072, gpu_memory_utilization=0.5), dict(LLAMA, name="many", replicas=5)]
     plan = build(catalog)
     assert len(plan["errors"]) == 2
-    report = _report.plan_report(plan, catalog, DEFAULTS["plan_model_defaults"])
+    report = _report.plan_report(plan)
     assert not report["ok"]
     for message, problem in zip(plan["errors"], report["problems"]):
         assert message == "%s: %s. Fix: %s" % (problem["subject"], problem["problem"], problem["fix"])
         assert problem["subject"].startswith("llmserve_models[") and problem["fix"]
+    assert [(p["index"], p["name"], p["field"]) for p in report["problems"]] == [(1, "many", "replicas"), (0, "llama", "max_model_len")]
     lines = _report.plan_table(report)
     assert "The catalog does not fit (2 problem(s)):" in lines
     assert sum(line.startswith("    fix: ") for line in lines) == 2
@@ -84,15 +91,23 @@ def test_every_planner_problem_splits_into_subject_reason_and_fix():
 
 def test_a_catalog_error_before_placement_leaves_every_gpu_free():
     catalog = [dict(LLAMA, dtype="float8")]
-    report = _report.plan_report(build(catalog), catalog, DEFAULTS["plan_model_defaults"])
+    report = _report.plan_report(build(catalog))
     assert report["nodes"][0]["gpus_free"] == 4 and report["models"][0]["nodes"] == []
     assert report["problems"][0]["subject"] == "llmserve_models[0] (llama).dtype"
     assert report["problems"][0]["fix"].startswith("use one of")
 
 
-def test_a_message_without_an_entry_is_a_catalog_problem():
-    problem = _report.split_problem("llmserve_models is a mapping, not a list. Fix: write the catalog as a list")
-    assert problem == {"subject": "llmserve_models", "problem": "is a mapping, not a list", "fix": "write the catalog as a list"}
+def test_a_problem_without_an_entry_is_a_catalog_problem():
+    report = _report.plan_report(build({"llama": LLAMA}))
+    assert report["problems"] == [{"index": None, "name": None, "field": None, "subject": "llmserve_models",
+                                   "problem": "is a mapping, not a list",
+                                   "fix": "write the catalog as a list of mappings, one per model (- name: ...)"}]
+    assert "  llmserve_models: is a mapping, not a list" in _report.plan_table(report)
+
+
+def test_a_problem_of_an_adapter_names_the_adapters_field():
+    report = _report.plan_report(build([dict(LLAMA, adapters=[{"name": "Bad", "source": "org/a"}])]))
+    assert [(p["subject"], p["field"]) for p in report["problems"]] == [("llmserve_models[0] (llama).adapters[0].name", "adapters[0].name")]
 
 
 def test_the_cache_config_vllm_exports():

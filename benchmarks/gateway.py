@@ -49,7 +49,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 MODEL = "tiny-a"
@@ -239,39 +238,15 @@ class Case:
 
 # -- the processes ---------------------------------------------------------------------------------------------------
 
-class Backend:
-    def __init__(self, python, host, log_dir):
-        from frontdoor import free_port
+def stand_in_backend(python, host, log_dir):
+    """The stand-in backend (this script with --backend) as its own process on a free port, ready once /health answers."""
+    from processes import Process, free_port
 
-        self.host, self.port = host, free_port(host)
-        self.python, self.log = python, pathlib.Path(log_dir) / "backend.log"
-        self.proc = None
-
-    @property
-    def url(self):
-        return "http://%s:%d" % (self.host, self.port)
-
-    def __enter__(self):
-        from processes import start_logged
-
-        self.proc = start_logged([str(self.python), __file__, "--backend", self.host, str(self.port)], self.log)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(self.url + "/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        return self
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.1)
-        self.__exit__()
-        raise RuntimeError("the stand-in backend did not start: " + self.log.read_text())
-
-    def __exit__(self, *exc):
-        from processes import stop_group
-
-        stop_group(self.proc)
-        return False
+    port = free_port(host)
+    server = Process([python, __file__, "--backend", host, str(port)], pathlib.Path(log_dir) / "backend.log",
+                     ready_url="http://%s:%d/health" % (host, port), ready_timeout=20, label="the stand-in backend")
+    server.url = "http://%s:%d" % (host, port)
+    return server
 
 
 @contextlib.contextmanager
@@ -364,7 +339,7 @@ def start(args, stack, python, logs, bundle):
     from traefik_stack import ADDRESSES, frontdoor_for
     from vllm_router import VllmRouter
 
-    backend = stack.enter_context(Backend(python, ADDRESSES["echo"], logs))
+    backend = stack.enter_context(stand_in_backend(python, ADDRESSES["echo"], logs))
     router = stack.enter_context(VllmRouter([backend.url], policy="round_robin", host=ADDRESSES["router"], log_dir=logs))
     router.wait_ready(120)
     urls = {n: backend.url for n in ("tiny-a", "tiny-b", "tiny-multi")}

@@ -21,7 +21,8 @@ import urllib.request
 import pytest
 
 from playbook import ROOT, run_playbook
-from vllm_server import VllmServer, free_port
+from processes import free_port
+from vllm_server import VllmServer
 
 KEY = "test-key-7f3a"
 

@@ -3,25 +3,23 @@
 FrontDoor(config, python=..., identities=..., env=...) writes the JSON config and the identities file (API keys as
 their SHA-256, as the ingress role's Secret holds them), starts the script in its own process group on free
 127.0.0.1 ports (unless the config names them) with the cluster's internal and signing keys in its environment, waits
-until /healthz answers (bounded) and stops it by pid (stop() sends SIGTERM alone, for drain tests).
+until /healthz answers (bounded) and stops it by pid (terminate() sends SIGTERM alone, for drain tests).
 `python` must have aiohttp: the repo .venv (pinned in requirements-dev.txt) or the vLLM CPU venv.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import json
 import os
 import pathlib
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
+
+from processes import LoggedServer, free_port, http_ok
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "roles" / "ingress" / "files" / "llmserve_frontdoor.py"
 # The cluster's internal key (what vLLM trusts) and identity signing key, as the llmserve-internal Secret gives them.
@@ -42,13 +40,9 @@ def signed(user, groups="", key=SIGNING_KEY):
     return {"X-Llmserve-User": user, "X-Llmserve-Groups": groups, "X-Llmserve-Signature": signature}
 
 
-def free_port(host="127.0.0.1"):
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+class FrontDoor(LoggedServer):
+    label = "front door"
 
-
-class FrontDoor(contextlib.AbstractContextManager):
     def __init__(self, config, python=sys.executable, ready_timeout_s=20, identities=None, env=None, log_dir=None):
         self.config = dict(config)
         host = self.config.get("listen", {}).get("host", "127.0.0.1")
@@ -57,13 +51,13 @@ class FrontDoor(contextlib.AbstractContextManager):
         self.config.setdefault("admin", {"host": host, "port": free_port(host)})
         self.config.setdefault("health_interval_s", 1)
         self.python, self.ready_timeout_s = python, ready_timeout_s
-        self.proc = None
         self._dir = tempfile.TemporaryDirectory(prefix="frontdoor-")
         self.identities = identities if identities is not None else identities_file()
         self.config.setdefault("identities_file", str(pathlib.Path(self._dir.name) / "identities.json"))
         self.env = dict(os.environ, LLMSERVE_INTERNAL_KEY=INTERNAL_KEY, LLMSERVE_SIGNING_KEY=SIGNING_KEY, **(env or {}))
         # The log stays in log_dir (a test's output folder) when given, so that every hop's log can be read after.
         self.log = pathlib.Path(log_dir or self._dir.name) / ("frontdoor-%d.log" % self.config["listen"]["port"])
+        self.log_path = self.log
 
     @property
     def url(self):
@@ -77,52 +71,29 @@ class FrontDoor(contextlib.AbstractContextManager):
     def admin_url(self):
         return "http://%s:%d" % (self.config["admin"]["host"], self.config["admin"]["port"])
 
-    def __enter__(self):
+    def command(self):
         path = pathlib.Path(self._dir.name) / "config.json"
         path.write_text(json.dumps(self.config), encoding="utf-8")
         pathlib.Path(self.config["identities_file"]).write_text(json.dumps(self.identities), encoding="utf-8")
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([str(self.python), str(SCRIPT), str(path)], stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True, env=self.env)
-        deadline = time.monotonic() + self.ready_timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("front door exited (%s):\n%s" % (self.proc.returncode, self.log.read_text()[-3000:]))
-            try:
-                with urllib.request.urlopen(self.admin_url + "/healthz", timeout=2) as resp:
-                    if resp.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.1)
-        self.__exit__(None, None, None)
-        raise RuntimeError("front door not ready in %ss:\n%s" % (self.ready_timeout_s, self.log.read_text()[-3000:]))
+        return [self.python, SCRIPT, path]
 
-    def children(self):
-        """Process ids whose parent is the front door (its workers, when config workers > 1)."""
-        found = []
-        for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if self.proc and int(fields[1]) == self.proc.pid and fields[0] != "Z":
-                found.append(int(stat.parent.name))
-        return found
+    def environment(self):
+        return self.env
+
+    def ready(self):
+        return http_ok(self.admin_url + "/healthz")
+
+    def start(self, timeout=None):
+        super().start(timeout or self.ready_timeout_s)
+        return self
 
     def terminate(self):
         """SIGTERM alone, as the kubelet sends it after the preStop pause; the process drains and exits."""
         os.killpg(self.proc.pid, signal.SIGTERM)
 
-    def __exit__(self, *exc):
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
+    def stop(self, grace=None):
+        super().stop(grace)
         self._dir.cleanup()
-        return False
 
     def metrics(self):
         with urllib.request.urlopen(self.admin_url + "/metrics", timeout=5) as resp:

@@ -11,7 +11,7 @@ import threading
 
 from aiohttp import web
 
-from frontdoor import free_port
+from processes import free_port
 
 # The word in the message the guard is asked about -> what the stand-in guard answers.
 VERDICTS = {"harmless": "safe", "weapon": "unsafe\nS1", "hateful": "unsafe\nS10,S11", "odd": "it depends",

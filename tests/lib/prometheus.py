@@ -9,12 +9,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -23,6 +20,7 @@ import urllib.parse
 import urllib.request
 
 import yaml
+from processes import LoggedServer, free_port, http_ok
 
 PROMETHEUS = "/usr/bin/prometheus"
 PROMTOOL = "/usr/bin/promtool"
@@ -63,77 +61,42 @@ def rules_file(prometheus_rule, path):
     return path
 
 
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class PrometheusServer:
+class PrometheusServer(LoggedServer):
     """A private Prometheus scraping `scrape_configs` every `interval`, with optional rule files.
 
     with PrometheusServer([{"job_name": "vllm", "static_configs": [...]}]) as prom:
         prom.query('up')
     """
 
+    label = "prometheus"
+    ready_timeout = 60
+    stop_grace = 20
+
     def __init__(self, scrape_configs, rule_files=(), interval="2s", port=None):
         self.port = port or free_port()
         self.workdir = tempfile.mkdtemp(prefix="llmserve-prometheus.")
+        self.log_path = os.path.join(self.workdir, "prometheus.log")
         self.config = {"global": {"scrape_interval": interval, "evaluation_interval": interval},
                        "rule_files": [str(p) for p in rule_files], "scrape_configs": list(scrape_configs)}
-        self.proc = None
 
     @property
     def url(self):
         return "http://127.0.0.1:%d" % self.port
 
-    def start(self, timeout=60):
+    def command(self):
         binary = ensure_prometheus()[0]
         config = os.path.join(self.workdir, "prometheus.yml")
         with open(config, "w", encoding="utf-8") as handle:
             yaml.safe_dump(self.config, handle)
-        self.log = open(os.path.join(self.workdir, "prometheus.log"), "wb")  # pylint: disable=consider-using-with
-        self.proc = subprocess.Popen(  # pylint: disable=consider-using-with
-            [binary, "--config.file=" + config, "--storage.tsdb.path=" + os.path.join(self.workdir, "data"),
-             "--web.listen-address=127.0.0.1:%d" % self.port],
-            stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("prometheus exited with %s:\n%s" % (self.proc.returncode, self.log_tail()))
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(self.url + "/-/ready", timeout=2) as response:
-                    if response.status == 200:
-                        return self
-            time.sleep(0.5)
-        raise TimeoutError("prometheus not ready after %ss:\n%s" % (timeout, self.log_tail()))
+        return [binary, "--config.file=" + config, "--storage.tsdb.path=" + os.path.join(self.workdir, "data"),
+                "--web.listen-address=127.0.0.1:%d" % self.port]
 
-    def log_tail(self, lines=40):
-        with contextlib.suppress(OSError):
-            with open(os.path.join(self.workdir, "prometheus.log"), encoding="utf-8", errors="replace") as handle:
-                return "\n".join(handle.read().splitlines()[-lines:])
-        return "(no log)"
+    def ready(self):
+        return http_ok(self.url + "/-/ready")
 
-    def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        if getattr(self, "log", None):
-            self.log.close()
+    def stop(self, grace=None):
+        super().stop(grace)
         shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-        return False
 
     def api(self, path, **params):
         """JSON of GET /api/v1/<path>?params; an HTTP error's JSON body (status: error) is returned too."""

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import pathlib
 import socket
-import time
 
-from frontdoor import free_port
-from processes import LoggedServer, stop_group
+from processes import LoggedServer, free_port
 
 PASSWORD = "redis-test-password-0123456789abcdef"
 
@@ -26,6 +24,9 @@ def redis_server_binary():
 class RedisServer(LoggedServer):
     """redis-server on host:port (a free port unless given) requiring PASSWORD; data_dir: persistence (an append-only
     file there, fsync on every write) so a restart keeps the counters; None: in memory only."""
+
+    label = "redis-server"
+    ready_timeout = 20
 
     def __init__(self, log_dir, host="127.0.0.1", port=None, data_dir=None, password=PASSWORD):
         self.host, self.port, self.password = host, port or free_port(host), password
@@ -46,28 +47,13 @@ class RedisServer(LoggedServer):
     def address(self):
         return f"{self.host}:{self.port}"
 
-    def start(self, timeout=20):
-        super().start()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited ({self.proc.returncode}):\n{self.log_tail()}")
-            try:
-                if self.command_reply("PING") == "PONG":
-                    return self
-            except OSError:
-                pass
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"redis-server not ready in {timeout}s:\n{self.log_tail()}")
+    def ready(self):
+        return self.command_reply("PING") == "PONG"
 
     def kill(self):
         """SIGKILL, as a pod that is killed (no save on the way out)."""
         self.proc.kill()
         self.proc.wait(10)
-
-    def stop(self):
-        stop_group(self.proc)
 
     def command_reply(self, *args):
         """One command over RESP with AUTH first: its reply (str, int, list or None); RuntimeError on an error reply."""

@@ -12,7 +12,6 @@ The kubernetesingress provider of the chart is left off: the bundle has no Ingre
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import json
 import os
@@ -21,12 +20,11 @@ import socket
 import ssl
 import sys
 import time
-import urllib.error
 import urllib.parse
 import urllib.request
 
 import yaml
-from processes import LoggedServer
+from processes import LoggedServer, free_port
 
 TRAEFIK_VERSION = "3.7.8"  # what k3s v1.35.8+k3s1 (roles/k3s k3s_version) bundles; pinned in requirements-dev.txt
 
@@ -39,12 +37,6 @@ def traefik_binary():
     return path
 
 
-def free_port(host="127.0.0.1"):
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
 def additional_arguments(helm_chart_config):
     """The additionalArguments of a rendered HelmChartConfig (its valuesContent is the chart's values YAML)."""
     values = yaml.safe_load(helm_chart_config["spec"]["valuesContent"]) or {}
@@ -54,13 +46,14 @@ def additional_arguments(helm_chart_config):
 class Traefik(LoggedServer):
     """Real Traefik on 127.0.0.1, reading CRDs from a Kubernetes API (the stand-in); stopped by pid."""
 
+    label = "traefik"
+
     def __init__(self, api_url, helm_chart_config, log_dir, extra_args=()):
         self.api_url = api_url
         self.rendered_args = additional_arguments(helm_chart_config)
         self.web_port, self.websecure_port, self.api_port, self.metrics_port = (free_port() for dummy in range(4))
         self.log_path = pathlib.Path(log_dir) / f"traefik-{self.websecure_port}.log"
         self.extra_args = list(extra_args)
-        self.proc = None
 
     def command(self):
         # The k3s Traefik chart's own arguments (entry points, TLS on websecure, ping, Prometheus metrics), on local ports.
@@ -86,18 +79,17 @@ class Traefik(LoggedServer):
 
     def wait_router(self, name_part, timeout=60, count=1):
         """Wait until `count` routers whose name contains name_part are enabled; raise with their errors if not."""
-        deadline = time.monotonic() + timeout
         routers = {}
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"traefik exited with {self.proc.returncode}:\n{self.log_tail()}")
-            with contextlib.suppress(OSError, ValueError, urllib.error.URLError):
-                routers = {n: r for n, r in self.routers().items() if name_part in n}
-                if len([r for r in routers.values() if r.get("status") == "enabled"]) >= count:
-                    return routers
-            time.sleep(0.25)
-        raise TimeoutError(f"no enabled router like {name_part!r} after {timeout}s: {json.dumps(routers)[:3000]}\n"
-                           f"{self.log_tail()}")
+
+        def enabled():
+            routers.clear()
+            routers.update({n: r for n, r in self.routers().items() if name_part in n})
+            return len([r for r in routers.values() if r.get("status") == "enabled"]) >= count and dict(routers)
+
+        try:
+            return self.wait_until(enabled, timeout, 0.25)
+        except TimeoutError as err:
+            raise TimeoutError(f"no enabled router like {name_part!r}: {json.dumps(routers)[:3000]}\n{err}") from None
 
 
 class _Connection(http.client.HTTPSConnection):

@@ -12,7 +12,6 @@ with TLS, as the k3s chart sets it, and Traefik's default certificate) to Record
 
 from __future__ import annotations
 
-import contextlib
 import http.server
 import json
 import pathlib
@@ -20,12 +19,11 @@ import socket
 import ssl
 import threading
 import time
-import urllib.error
 import urllib.parse
 import urllib.request
 
-from processes import LoggedServer
-from traefik import free_port, traefik_binary
+from processes import LoggedServer, free_port
+from traefik import traefik_binary
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -107,6 +105,8 @@ class RecordingBackend:
 class FileTraefik(LoggedServer):
     """Real Traefik on 127.0.0.1 with `flags` (e.g. _traefik.traefik_arguments) and one route to `backend_url`."""
 
+    label = "traefik"
+
     def __init__(self, backend_url, flags, log_dir, rule="PathPrefix(`/v1/`)"):
         self.flags = list(flags)
         self.web_port, self.websecure_port, self.api_port = (free_port() for dummy in range(3))
@@ -130,20 +130,14 @@ class FileTraefik(LoggedServer):
                 "--global.checknewversion=false", "--global.sendanonymoususage=false",
                 "--providers.file.filename=%s" % self.dynamic, *self.flags]
 
+    def ready(self):
+        with urllib.request.urlopen("http://127.0.0.1:%d/api/http/routers" % self.api_port, timeout=2) as answer:
+            routers = json.loads(answer.read())
+        return {r["name"] for r in routers if r.get("status") == "enabled"} >= {"web@file", "websecure@file"}
+
     def wait_ready(self, timeout=30):
         """Until both routers are enabled; RuntimeError with the log if Traefik exited (e.g. an unknown flag)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("traefik exited with %s:\n%s" % (self.proc.returncode, self.log_tail()))
-            with contextlib.suppress(OSError, ValueError, urllib.error.URLError):
-                url = "http://127.0.0.1:%d/api/http/routers" % self.api_port
-                with urllib.request.urlopen(url, timeout=2) as answer:
-                    routers = json.loads(answer.read())
-                if {r["name"] for r in routers if r.get("status") == "enabled"} >= {"web@file", "websecure@file"}:
-                    return
-            time.sleep(0.2)
-        raise TimeoutError("traefik not ready after %ss:\n%s" % (timeout, self.log_tail()))
+        return super().wait_ready(timeout)
 
 
 def raw_request(port, request_line, tls=False, timeout=10, headers=None, body=None):

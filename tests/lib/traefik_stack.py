@@ -367,7 +367,8 @@ def render_serving(dest, mode):
 def frontdoor_for(bundle, urls, address, identities=None, port=None, log_dir=None, env=None, **overrides):
     """The real front door (tests/lib/frontdoor.FrontDoor) with the rendered config, listening on address (API, auth
     and admin ports), with the identities of the serving keys."""
-    from frontdoor import FrontDoor, free_port, identities_file
+    from frontdoor import FrontDoor, identities_file
+    from processes import free_port
     from vllm_server import ensure_vllm_venv
 
     config = frontdoor_config(bundle, urls)

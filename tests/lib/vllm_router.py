@@ -14,22 +14,12 @@ from __future__ import annotations
 import json
 import pathlib
 import re
-import socket
 import sys
-import time
-import urllib.error
-import urllib.request
 
 from vllm_server import CACHE, VllmServer
-from processes import LoggedServer
+from processes import LoggedServer, free_port, http_status
 
 ROUTER_VERSION = "0.1.17"  # pinned in requirements-dev.txt; the bundle's image tag vllm/vllm-router:v0.1.17 matches it
-
-
-def free_port(host):
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 def router_binary():
@@ -37,16 +27,6 @@ def router_binary():
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: pip install vllm-router=={ROUTER_VERSION} (make bootstrap-dev)")
     return path
-
-
-def _get(url, timeout=5):
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read()
-    except (OSError, ValueError):
-        return None, b""
 
 
 class VllmAt(VllmServer):
@@ -71,7 +51,7 @@ class VllmAt(VllmServer):
 
     def metric(self, name):
         """Sum of one counter over its series in the server's /metrics (e.g. vllm:prefix_cache_hits_total)."""
-        status, body = _get(self.url + "/metrics")
+        status, body = http_status(self.url + "/metrics")
         if status != 200:
             raise RuntimeError(f"{self.url}/metrics answered {status}")
         return metric_sum(body.decode(), name)
@@ -90,6 +70,8 @@ def metric_sum(text, name):
 class VllmRouter(LoggedServer):
     """vllm-router in regular mode over fixed worker URLs, on a loopback address, in its own process group."""
 
+    label = "vllm-router"
+
     def __init__(self, worker_urls, policy="cache_aware", host="127.0.0.1", extra_args=(), log_dir=None):
         self.worker_urls = list(worker_urls)
         self.policy = policy
@@ -98,7 +80,6 @@ class VllmRouter(LoggedServer):
         self.metrics_port = free_port(host)
         self.extra_args = list(extra_args)
         self.log_path = pathlib.Path(log_dir or CACHE / "logs") / f"vllm-router-{policy}-{self.port}.log"
-        self.proc = None
 
     # Rendered arguments that only make sense in the cluster (where to listen, Kubernetes service discovery).
     _CLUSTER_ONLY = {"--host": 1, "--port": 1, "--prometheus-host": 1, "--prometheus-port": 1, "--service-discovery": 0,
@@ -138,18 +119,15 @@ class VllmRouter(LoggedServer):
 
     def wait_ready(self, timeout=90, headers=None):
         """Until the router answers /v1/models from a worker (it waits for its workers' /health at start)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"vllm-router exited with {self.proc.returncode}:\n{self.log_tail()}")
-            status, body = _get(urllib.request.Request(self.url + "/v1/models", headers=headers or {}))
-            if status == 200 and json.loads(body).get("data"):
-                return self
-            time.sleep(0.5)
-        raise TimeoutError(f"vllm-router not ready after {timeout}s:\n{self.log_tail()}")
+        def models():
+            status, body = http_status(self.url + "/v1/models", headers=headers)
+            return status == 200 and json.loads(body).get("data")
+
+        self.wait_until(models, timeout, 0.5)
+        return self
 
     def metrics(self):
-        return _get(f"http://{self.host}:{self.metrics_port}/metrics")[1].decode()
+        return http_status(f"http://{self.host}:{self.metrics_port}/metrics")[1].decode()
 
 
 class VllmGroup:

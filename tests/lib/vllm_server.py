@@ -20,15 +20,13 @@ import os
 import pathlib
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.request
 
-from processes import log_tail, start_logged, stop_group
+from processes import LoggedServer, free_port, http_status, port_open
 
 CACHE = pathlib.Path(os.environ.get("LLMSERVE_TEST_CACHE", pathlib.Path.home() / ".cache" / "llmserve-tests"))
 VENV = CACHE / "vllm-venv"
@@ -152,25 +150,17 @@ def ensure_tiny_model():
     return MODEL_DIR
 
 
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def port_open(port, host="127.0.0.1"):
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(1)
-        return sock.connect_ex((host, port)) == 0
-
-
-class VllmServer:
+class VllmServer(LoggedServer):
     """A real vLLM OpenAI-compatible server on CPU, in its own process group, stopped by pid.
 
     with VllmServer("tiny-llama") as server:     # started, not yet listening (vLLM listens once loaded)
         server.wait_ready(240)
         server.url  -> "http://127.0.0.1:PORT"
     """
+
+    label = "vLLM"
+    stop_grace = 20
+    tail_lines = 60
 
     def __init__(self, name="tiny-llama", port=None, api_key=None, max_model_len=256, extra_args=(),
                  log_dir=None, env=None, compile_model=False):
@@ -184,7 +174,6 @@ class VllmServer:
         # about half the time (71 s instead of 122 s measured side by side on a busy 2-core machine).
         self.compile_model = compile_model
         self.log_path = pathlib.Path(log_dir or CACHE / "logs") / f"vllm-{name}-{self.port}.log"
-        self.proc = None
         self.started_at = None
         self.ready_after_s = None
         self._warmed = False
@@ -204,27 +193,20 @@ class VllmServer:
             cmd.append("-O0")
         return cmd + self.extra_args
 
-    def start(self):
-        cmd = self.command()
+    def environment(self):
         env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                    VLLM_NO_USAGE_STATS="1", DO_NOT_TRACK="1", PYTHONUNBUFFERED="1")
         env.update(self.env)
-        self.proc = start_logged(cmd, self.log_path, env=env)
+        return env
+
+    def start(self, timeout=None):
+        super().start(timeout)
         self.started_at = time.monotonic()
         return self
 
-    def log_tail(self, lines=60):
-        return log_tail(self.log_path, lines)
-
     def health_status(self, timeout=5):
         """HTTP status of GET /health, or None when nothing answers."""
-        try:
-            with urllib.request.urlopen(self.url + "/health", timeout=timeout) as response:
-                return response.status
-        except urllib.error.HTTPError as err:
-            return err.code
-        except (OSError, ValueError):
-            return None
+        return http_status(self.url + "/health", timeout)[0]
 
     def wait_ready(self, timeout=300, attempts=3):
         """Wait (bounded) until /health answers 200 and a first one-token completion comes back; raises with the log
@@ -254,14 +236,7 @@ class VllmServer:
         raise AssertionError("unreachable")
 
     def _wait_health(self, deadline):
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"vLLM exited with {self.proc.returncode} before it was ready; "
-                                   f"log {self.log_path}:\n{self.log_tail()}")
-            if self.health_status() == 200:
-                return
-            time.sleep(1)
-        raise TimeoutError(f"vLLM not ready by the deadline; log {self.log_path}:\n{self.log_tail()}")
+        self.wait_until(lambda: self.health_status() == 200, deadline - time.monotonic(), 1)
 
     def _accepted_key(self):
         """One key the server accepts: api_key, the first value after --api-key in the extra arguments, or the
@@ -296,28 +271,8 @@ class VllmServer:
 
     def wait_port(self, timeout=180):
         """Wait until the port accepts connections (vLLM binds it before it loads the model)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"vLLM exited with {self.proc.returncode}:\n{self.log_tail()}")
-            if port_open(self.port):
-                return self
-            time.sleep(0.5)
-        raise TimeoutError(f"port {self.port} not open after {timeout}s:\n{self.log_tail()}")
-
-    def children(self):
-        """Pids of the server's child processes (the engine core runs in one)."""
-        pids = []
-        for entry in pathlib.Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == self.proc.pid:
-                pids.append(int(entry.name))
-        return pids
+        self.wait_until(lambda: port_open(self.port), timeout, 0.5)
+        return self
 
     def kill(self, engine_only=False):
         """SIGKILL the API server's pid, or with engine_only the engine core child (the API server stays up)."""
@@ -326,17 +281,6 @@ class VllmServer:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         return pids
-
-    def stop(self, grace=20):
-        # The whole process group is ours (start_new_session): the engine core goes too if it outlived the server.
-        stop_group(self.proc, grace)
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-        return False
 
     def get_json(self, path, api_key=None, timeout=30):
         request = urllib.request.Request(self.url + path)

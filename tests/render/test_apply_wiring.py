@@ -7,10 +7,9 @@ the apply itself.
 
 from __future__ import annotations
 
-import socket
-
 from k8s_schema import load_bundle
 from playbook import run_playbook
+from processes import free_port
 
 KUBECONFIG = """apiVersion: v1
 kind: Config
@@ -21,15 +20,9 @@ current-context: none
 """
 
 
-def _closed_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_apply_reaches_for_the_cluster_after_rendering_everything(tmp_path, workstation):
     kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(KUBECONFIG % _closed_port(), encoding="utf-8")
+    kubeconfig.write_text(KUBECONFIG % free_port(), encoding="utf-8")
     result = run_playbook("cluster.yml", "inventories/workstation",
                           extra_vars={"llmserve_kubeconfig": str(kubeconfig), "llmserve_render_dir": str(tmp_path / "out")},
                           env={"LLMSERVE_API_KEYS": "sk-wiring-0123456789abcdef", "GRAFANA_ADMIN_PASSWORD": "wiring-password-0123"})

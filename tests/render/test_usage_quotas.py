@@ -16,13 +16,12 @@ import pathlib
 import re
 import socket
 import subprocess
-import time
 
 import pytest
 
 from k8s_schema import validate
 from netpol import connection, pod
-from frontdoor import free_port
+from processes import Process, free_port
 from redis_server import redis_server_binary
 
 NS = "llm-serving"
@@ -222,17 +221,9 @@ def test_the_rendered_redis_command_runs_with_the_password_from_the_environment(
                redis["command"][2].replace("--port 6379", "--port %d" % port).replace("--dir /data", "--dir %s" % tmp_path)]
     binaries = str(pathlib.Path(redis_server_binary()).parent)
     env = dict(os.environ, PATH=binaries + os.pathsep + os.environ["PATH"], REDIS_PASSWORD=PASSWORD, REDISCLI_AUTH=PASSWORD)
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read().decode()[-2000:]
-                time.sleep(0.2)
-        with sock:
+    with Process(command, tmp_path / "redis.log", env=env, ready_port=port, ready_timeout=20,
+                 label="the rendered redis command"):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
             assert _call(sock, "PING").startswith("-NOAUTH")
             assert _call(sock, "AUTH", "wrong-password-000000").startswith("-WRONGPASS")
             assert _call(sock, "AUTH", PASSWORD) == "+OK\r\n"
@@ -256,6 +247,3 @@ def test_the_rendered_redis_command_runs_with_the_password_from_the_environment(
             assert PASSWORD not in cmdline, cmdline
         assert re.search(r"appendonly\.aof", " ".join(os.listdir(tmp_path)) + " ".join(
             str(p) for p in tmp_path.rglob("*")))
-    finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(timeout=20)

@@ -25,7 +25,8 @@ import pytest
 aiohttp = pytest.importorskip("aiohttp")
 from aiohttp import web  # noqa: E402
 
-from frontdoor import INTERNAL_KEY, FrontDoor, free_port, identities_file, signed  # noqa: E402
+from frontdoor import INTERNAL_KEY, FrontDoor, identities_file, signed  # noqa: E402
+from processes import free_port  # noqa: E402
 
 KEY = "sk-test-0123456789abcdef"
 OTHER_KEY = "sk-test-bob-0123456789abcdef"

@@ -211,7 +211,8 @@ def test_the_error_page_says_quota_unavailable_for_a_gateway_that_denies_without
     import http.client
     import time
 
-    from frontdoor import FrontDoor, free_port, identities_file, signed
+    from frontdoor import FrontDoor, identities_file, signed
+    from processes import free_port
 
     def get(door, path, port, headers=None, method="GET", body=None):
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)

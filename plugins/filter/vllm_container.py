@@ -32,6 +32,17 @@ def vllm_router_args(model, settings):
     return _vllm_container.router_args(_planned(model, "vllm_router_args"), settings)
 
 
+def vllm_rollout_strategy(model):
+    """The model Deployment's strategy; see _vllm_container.rollout_strategy."""
+    return _vllm_container.rollout_strategy(_planned(model, "vllm_rollout_strategy"))
+
+
+def vllm_startup_failure_threshold(model):
+    """The startup probe's failureThreshold (10 s periods over the startup budget)."""
+    return _vllm_container.startup_failure_threshold(_planned(model, "vllm_startup_failure_threshold"))
+
+
 class FilterModule:
     def filters(self):
-        return {"vllm_server_args": vllm_server_args, "vllm_server_env": vllm_server_env, "vllm_router_args": vllm_router_args}
+        return {"vllm_server_args": vllm_server_args, "vllm_server_env": vllm_server_env, "vllm_router_args": vllm_router_args,
+                "vllm_rollout_strategy": vllm_rollout_strategy, "vllm_startup_failure_threshold": vllm_startup_failure_threshold}

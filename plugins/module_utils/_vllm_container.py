@@ -9,12 +9,16 @@ Every input is an item of llmserve_plan.models plus the role's settings; the tem
 
 from __future__ import annotations
 
+import math
+
 from ansible_collections.llmserve.k3s.plugins.module_utils import _catalog, _lora, _tracing
 
 # Where the model cache's Hugging Face home is, under the cache's mount point.
 HF_HOME_DIR = "huggingface"
 # The mounted Hugging Face token (Secret hf_token_secret, key token): a file, never the environment or the arguments.
 HF_TOKEN_PATH = "/var/run/secrets/huggingface/token"
+# The startup probe's period: it fails after the model's startup budget (weights load, CUDA graphs), not before.
+STARTUP_PERIOD_S = 10
 
 
 def _by_name(key):
@@ -72,3 +76,18 @@ def router_args(model, settings):
                "--policy", model["router_policy"],
                "--prometheus-host", "0.0.0.0", "--prometheus-port", str(settings["metrics_port"])]
             + list(settings.get("extra_args") or []))
+
+
+def rollout_strategy(model):
+    """The model Deployment's strategy. Several replicas on GPUs (or an HPA's): one replica at a time and never a
+    surge pod, since a full GPU node has no GPU for an extra replica. Otherwise Recreate: the new pod needs the GPUs
+    the old one holds."""
+    autoscaled = bool((model.get("autoscaling") or {}).get("enabled"))
+    if model["tensor_parallel_size"] > 0 and (model["base_replicas"] > 1 or autoscaled):
+        return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+    return {"type": "Recreate"}
+
+
+def startup_failure_threshold(model, period_s=STARTUP_PERIOD_S):
+    """The startup probe's failureThreshold: enough periods to cover the model's startup budget (rounded up)."""
+    return int(math.ceil(model["startup_budget_s"] / float(period_s)))

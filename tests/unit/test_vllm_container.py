@@ -141,10 +141,32 @@ def test_router_selector_is_sorted_by_key_and_extra_args_come_last():
     assert args[args.index("--service-discovery-port") + 1] == "8001"
 
 
+@pytest.mark.parametrize("gpus, replicas, autoscaling, strategy", [
+    (1, 1, False, {"type": "Recreate"}),
+    (2, 1, False, {"type": "Recreate"}),
+    (1, 2, False, {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}),
+    (1, 1, True, {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}),
+    # Scaled to zero by the catalog: nothing to roll, the next start takes the GPUs afresh.
+    (1, 0, False, {"type": "Recreate"}),
+    # No GPU (a CPU model): nothing held, several replicas still replace each other (Recreate, as before).
+    (0, 3, False, {"type": "Recreate"}),
+])
+def test_a_replica_on_gpus_never_surges(gpus, replicas, autoscaling, strategy):
+    model = dict(SOLO, tensor_parallel_size=gpus, base_replicas=replicas, autoscaling={"enabled": autoscaling})
+    assert _vllm_container.rollout_strategy(model) == strategy
+
+
+@pytest.mark.parametrize("budget, threshold", [(600, 60), (601, 61), (95.5, 10), (10, 1)])
+def test_the_startup_probe_waits_the_whole_startup_budget(budget, threshold):
+    assert _vllm_container.startup_failure_threshold(dict(SOLO, startup_budget_s=budget)) == threshold
+
+
 def test_filters_refuse_what_is_not_a_planned_model():
     filters = vllm_container.FilterModule().filters()
-    assert set(filters) == {"vllm_server_args", "vllm_server_env", "vllm_router_args"}
+    assert set(filters) == {"vllm_server_args", "vllm_server_env", "vllm_router_args", "vllm_rollout_strategy",
+                            "vllm_startup_failure_threshold"}
     for name in filters:
         with pytest.raises(AnsibleFilterError, match="planned model"):
-            filters[name]("qwen", {} if name != "vllm_server_args" else 8000)
+            filters[name]("qwen", *([] if name in ("vllm_rollout_strategy", "vllm_startup_failure_threshold")
+                                    else [8000] if name == "vllm_server_args" else [{}]))
     assert filters["vllm_server_args"](SOLO, 8000) == _vllm_container.server_args(SOLO, 8000)

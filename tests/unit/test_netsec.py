@@ -30,7 +30,6 @@ def test_is_dns_name(name, ok):
     assert _netsec.is_dns_name(name) is ok
 
 
-
 @pytest.mark.parametrize("cidrs, excepted, blocks", [
     # The role's defaults: the cluster's pod and service ranges are IPv4, so only the IPv4 block excepts them.
     (["0.0.0.0/0", "::/0"], ["10.42.0.0/16", "10.43.0.0/16"],
@@ -43,6 +42,7 @@ def test_is_dns_name(name, ok):
 def test_egress_blocks_except_the_ranges_of_their_own_family(cidrs, excepted, blocks):
     assert _netsec.egress_ip_blocks(cidrs, excepted) == blocks
     assert security.FilterModule().filters()["egress_ip_blocks"] is _netsec.egress_ip_blocks
+
 
 def test_htpasswd_hashes_verify_and_are_kept_while_valid():
     users = [{"name": "alice", "password": "s3cret-password"}, {"name": "bob", "password": "other-password"}]

@@ -11,6 +11,8 @@ from ansible_collections.llmserve.k3s.plugins.module_utils import _gateway, _gua
 class FilterModule:
     def filters(self):
         return {"gateway_middlewares": _gateway.middleware_chain, "gateway_route_prefixes": _gateway.route_prefixes,
+                "gateway_api_route": _gateway.api_route, "gateway_auth_request_headers": _gateway.auth_request_headers,
+                "frontdoor_config_checksum": _gateway.config_checksum, "frontdoor_resources": _gateway.frontdoor_resources,
                 "frontdoor_config": _gateway.frontdoor_config, "frontdoor_memory_mib": _gateway.frontdoor_memory_mib,
                 "quota_errors": _quotas.quota_errors, "quota_known_groups": _quotas.known_groups,
                 "guard_errors": _guard.policy_errors}

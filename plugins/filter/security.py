@@ -87,5 +87,6 @@ def allocatable(nodes, resource):
 class FilterModule:
     def filters(self):
         return {"htpasswd": htpasswd, "bad_ip_ranges": _netsec.bad_ip_ranges, "is_dns_name": _netsec.is_dns_name,
-                "allocatable": allocatable, "identity_errors": _identity.identity_errors, "api_identities": api_identities,
+                "egress_ip_blocks": _netsec.egress_ip_blocks, "allocatable": allocatable,
+                "identity_errors": _identity.identity_errors, "api_identities": api_identities,
                 "basic_identities": basic_identities, "gateway_identities": gateway_identities}

@@ -9,6 +9,8 @@ door's memory limit from its body limits. The template only writes these out.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 
 from ansible_collections.llmserve.k3s.plugins.module_utils import _guard, _quotas, _tracing
@@ -44,6 +46,37 @@ def route_prefixes(ab_path=None):
     """The path prefixes Traefik sends to the front door: everything under the API's roots, so that the front door
     (not Traefik) answers an unknown path there, in OpenAI's format."""
     return ["/v1/", "/models/"] + ([ab_path.rstrip("/") + "/"] if ab_path else [])
+
+
+def api_route(host, prefixes, chain, port):
+    """The llm-api IngressRoute's one route: the host's API prefixes (route_prefixes) through the middleware chain
+    (middleware_chain, outermost first) to the front door's Service on port."""
+    paths = " || ".join("PathPrefix(`%s`)" % prefix for prefix in prefixes)
+    return {"kind": "Rule", "match": "Host(`%s`) && (%s)" % (host, paths),
+            "middlewares": [{"name": name} for name in chain],
+            "services": [{"name": "llmserve-frontdoor", "port": int(port)}]}
+
+
+def auth_request_headers(user_header="X-Forwarded-User", groups_header="X-Forwarded-Groups"):
+    """The request headers Traefik passes to the gateway's /auth: the key, the client's address as Traefik saw it,
+    and the identity headers an SSO proxy (forward mode) or Traefik's BasicAuth (basic mode) sets; each once."""
+    headers = []
+    for header in ("Authorization", "X-Real-Ip", "X-Forwarded-For", user_header, groups_header):
+        if header not in headers:
+            headers.append(header)
+    return headers
+
+
+def config_checksum(script, config):
+    """sha256 of the front door's script and config (the pods' annotation: a change of either rolls them)."""
+    return hashlib.sha256((script + json.dumps(config)).encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def frontdoor_resources(resources, memory_mib):
+    """The front door container's resources: the role's, with the memory limit frontdoor_memory_mib worked out."""
+    out = dict(resources or {})
+    out["limits"] = dict(out.get("limits") or {}, memory="%dMi" % int(memory_mib))
+    return out
 
 
 def frontdoor_backend(model, port=8000):

@@ -37,3 +37,14 @@ def is_dns_name(name):
 def path_prefix(name):
     """The ingress path prefix of a catalog model: /models/<name>."""
     return "/models/" + name
+
+
+def egress_ip_blocks(cidrs, excepted=None):
+    """The ipBlocks of an egress rule to cidrs: each with the ranges of excepted of its own family (Kubernetes refuses
+    an IPv6 exception inside an IPv4 block, and the other way round); no `except` key where none applies."""
+    blocks = []
+    for cidr in cidrs or []:
+        ipv6 = ":" in cidr
+        inside = [r for r in excepted or [] if (":" in r) == ipv6]
+        blocks.append(dict({"cidr": cidr}, **({"except": inside} if inside else {})))
+    return blocks

@@ -79,7 +79,7 @@ def _b64(path):
 
 
 def tls_secret(pki, host, name, namespace):
-    """The Secret roles/ingress/tasks/apply.yml makes in self-signed mode (data instead of stringData, as read back)."""
+    """The Secret roles/ingress/tasks/secrets.yml makes in self-signed mode (data instead of stringData, as read back)."""
     return {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
             "metadata": {"name": name, "namespace": namespace,
                          "labels": {"app.kubernetes.io/part-of": "llmserve", "app.kubernetes.io/managed-by": "llmserve.k3s"}},

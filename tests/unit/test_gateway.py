@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from ansible_collections.llmserve.k3s.plugins.module_utils import _gateway
@@ -89,3 +91,61 @@ def test_quotas_become_sorted_rules_with_the_default_last_and_the_in_cluster_red
         "redis": {"host": "llmserve-redis.llm-serving.svc.cluster.local", "port": 6379, "db": 0, "timeout_s": 0.5}}
     # No password anywhere in the config: it comes from the environment.
     assert "password" not in repr(config)
+
+
+@pytest.mark.parametrize("mode, allow, in_flight, ab_path, middlewares, match", [
+    ("api-key", False, True, None,
+     ["llm-errors", "llm-rate-limit-address", "llm-gateway-auth", "llm-rate-limit", "llm-in-flight"],
+     "Host(`llm.example.org`) && (PathPrefix(`/v1/`) || PathPrefix(`/models/`))"),
+    ("basic", True, False, "/ab/",
+     ["llm-errors", "llm-ip-allow-list", "llm-rate-limit-address", "llm-auth-basic", "llm-gateway-auth", "llm-rate-limit"],
+     "Host(`llm.example.org`) && (PathPrefix(`/v1/`) || PathPrefix(`/models/`) || PathPrefix(`/ab/`))"),
+    ("forward", False, False, None,
+     ["llm-errors", "llm-rate-limit-address", "llm-auth-forward", "llm-gateway-auth", "llm-rate-limit"],
+     "Host(`llm.example.org`) && (PathPrefix(`/v1/`) || PathPrefix(`/models/`))"),
+    ("none", False, False, "/ab",
+     ["llm-errors", "llm-rate-limit-address", "llm-gateway-auth", "llm-rate-limit"],
+     "Host(`llm.example.org`) && (PathPrefix(`/v1/`) || PathPrefix(`/models/`) || PathPrefix(`/ab/`))"),
+])
+def test_the_api_route_sends_the_api_roots_through_the_chain_to_the_front_door(mode, allow, in_flight, ab_path, middlewares, match):
+    chain = _gateway.middleware_chain(mode, ["10.0.0.0/8"] if allow else [], in_flight)
+    route = _gateway.api_route("llm.example.org", _gateway.route_prefixes(ab_path), chain, "8080")
+    assert route == {"kind": "Rule", "match": match, "middlewares": [{"name": n} for n in middlewares],
+                     "services": [{"name": "llmserve-frontdoor", "port": 8080}]}
+    # The order Traefik applies them in is the order written (the bundle keeps the keys' order too).
+    assert list(route) == ["kind", "match", "middlewares", "services"]
+
+
+def test_auth_request_headers_carry_the_key_the_address_and_each_identity_header_once():
+    assert _gateway.auth_request_headers() == ["Authorization", "X-Real-Ip", "X-Forwarded-For", "X-Forwarded-User",
+                                               "X-Forwarded-Groups"]
+    assert _gateway.auth_request_headers("X-Auth-Request-User", "X-Auth-Request-Groups")[-2:] == [
+        "X-Auth-Request-User", "X-Auth-Request-Groups"]
+    # An SSO proxy that puts user and groups in one header, or the address header again: each is passed once.
+    assert _gateway.auth_request_headers("X-Remote", "X-Remote") == ["Authorization", "X-Real-Ip", "X-Forwarded-For", "X-Remote"]
+    assert _gateway.auth_request_headers("X-Forwarded-For", "X-Groups") == ["Authorization", "X-Real-Ip", "X-Forwarded-For", "X-Groups"]
+
+
+def test_the_config_checksum_changes_with_the_script_and_with_the_config():
+    config = _gateway.frontdoor_config([SOLO], SETTINGS)
+    first = _gateway.config_checksum("print('door')\n", config)
+    assert len(first) == 64 and int(first, 16) >= 0
+    assert _gateway.config_checksum("print('door')\n", _gateway.frontdoor_config([SOLO], SETTINGS)) == first
+    assert _gateway.config_checksum("print('door 2')\n", config) != first
+    assert _gateway.config_checksum("print('door')\n", _gateway.frontdoor_config([SOLO, MULTI], SETTINGS)) != first
+    # sha256 of the script followed by the config as Ansible's to_json writes it (", " and ": " between items).
+    assert _gateway.config_checksum("x", {"a": 1, "b": [True, None]}) == hashlib.sha256(b'x{"a": 1, "b": [true, null]}').hexdigest()
+
+
+@pytest.mark.parametrize("resources, expected", [
+    ({"requests": {"cpu": "100m", "memory": "128Mi"}},
+     {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}}),
+    # A limit the user set: the memory limit is replaced, the others kept.
+    ({"requests": {"cpu": "1"}, "limits": {"cpu": "2", "memory": "1Gi"}},
+     {"requests": {"cpu": "1"}, "limits": {"cpu": "2", "memory": "256Mi"}}),
+    ({}, {"limits": {"memory": "256Mi"}}),
+])
+def test_the_front_door_s_memory_limit_is_the_one_worked_out(resources, expected):
+    given = {k: dict(v) for k, v in resources.items()}
+    assert _gateway.frontdoor_resources(resources, 256) == expected
+    assert resources == given

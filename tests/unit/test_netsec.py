@@ -30,6 +30,20 @@ def test_is_dns_name(name, ok):
     assert _netsec.is_dns_name(name) is ok
 
 
+@pytest.mark.parametrize("cidrs, excepted, blocks", [
+    # The role's defaults: the cluster's pod and service ranges are IPv4, so only the IPv4 block excepts them.
+    (["0.0.0.0/0", "::/0"], ["10.42.0.0/16", "10.43.0.0/16"],
+     [{"cidr": "0.0.0.0/0", "except": ["10.42.0.0/16", "10.43.0.0/16"]}, {"cidr": "::/0"}]),
+    (["0.0.0.0/0", "::/0"], ["10.42.0.0/16", "fd00:42::/56"],
+     [{"cidr": "0.0.0.0/0", "except": ["10.42.0.0/16"]}, {"cidr": "::/0", "except": ["fd00:42::/56"]}]),
+    (["203.0.113.0/24"], [], [{"cidr": "203.0.113.0/24"}]),
+    ([], ["10.42.0.0/16"], []),
+])
+def test_egress_blocks_except_the_ranges_of_their_own_family(cidrs, excepted, blocks):
+    assert _netsec.egress_ip_blocks(cidrs, excepted) == blocks
+    assert security.FilterModule().filters()["egress_ip_blocks"] is _netsec.egress_ip_blocks
+
+
 def test_htpasswd_hashes_verify_and_are_kept_while_valid():
     users = [{"name": "alice", "password": "s3cret-password"}, {"name": "bob", "password": "other-password"}]
     text = security.htpasswd(users)

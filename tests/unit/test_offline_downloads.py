@@ -1,7 +1,8 @@
 """Every host-side download fails, when its source cannot be reached, with one message naming what, from where and
 the offline way. Real ansible-playbook runs on localhost against 127.0.0.1: a closed port stands for a network that
 does not reach GitHub / NVIDIA; a local HTTP server stands for a mirror. The download from a working mirror through
-to the installed binary is converged on a real host in molecule/default.
+to the installed binary is converged on a real host in molecule/default. A model already in the cache is not
+downloaded again, with no network at all.
 """
 
 from __future__ import annotations
@@ -109,3 +110,29 @@ def test_model_predownload_hub_unreachable_names_the_model_and_the_mirror_variab
     assert "Connection refused" in out and "set model_storage_hf_endpoint to a reachable mirror" in out
     assert "hf_secret_token_value" not in out
     assert not (tmp_path / "models" / ".llmserve" / "models" / "qwen-0.5b.json").exists()
+
+
+def test_model_predownload_keeps_a_complete_download_and_records_its_size(tmp_path):
+    """A model whose marker names the same model and revision is not downloaded again (nothing is installed: the Hub
+    stands at a closed port) and its marker's size becomes llmserve_model_sizes; a model without one would be."""
+    extra = {"model_storage_path": str(tmp_path / "models"), "model_storage_venv": str(tmp_path / "hf-venv"),
+             "model_storage_hf_endpoint": "http://127.0.0.1:%d" % closed_port(),
+             "model_storage_models": [{"name": "qwen-0.5b", "model": "Qwen/Qwen2.5-0.5B-Instruct"}]}
+    markers = tmp_path / "models" / ".llmserve" / "models"
+    markers.mkdir(parents=True)
+    (markers / "qwen-0.5b.json").write_text('{"name": "qwen-0.5b", "model": "Qwen/Qwen2.5-0.5B-Instruct", "revision": "main", '
+                                            '"bytes": 988097824}')
+    book = tmp_path / "play.yml"
+    book.write_text(yaml.safe_dump([{"hosts": "localhost", "gather_facts": False, "tasks": [
+        {"ansible.builtin.include_role": {"name": "llmserve.k3s.model_storage", "tasks_from": "predownload"},
+         "vars": {"ansible_facts": {"os_family": "NotDebian"}}},
+        {"ansible.builtin.debug": {"msg": "sizes={{ llmserve_model_sizes | to_json }}"}}]}]))
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"hosts": {"localhost": {
+        "ansible_connection": "local", "ansible_python_interpreter": sys.executable}}}}))
+    result = run_playbook(str(book), str(inventory), extra_vars=extra, timeout=300)
+    out = " ".join(result.stdout.split())
+    assert result.returncode == 0, out[-3000:]
+    assert "In the cache: qwen-0.5b; to download: none." in out, out[-3000:]
+    assert 'sizes={"qwen-0.5b": 988097824}' in out, out[-3000:]
+    assert not (tmp_path / "hf-venv").exists()

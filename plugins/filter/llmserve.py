@@ -11,7 +11,7 @@ import yaml
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.llmserve.k3s.plugins.module_utils import _apply, _catalog, _downloads, _gateway, _lora, _plan, _traefik
+from ansible_collections.llmserve.k3s.plugins.module_utils import _apply, _catalog, _gateway, _lora, _plan, _traefik
 
 
 def plan(models, nodes, defaults, classes, settings=None, measured=None):
@@ -120,7 +120,7 @@ def prunable_kinds(dummy=None):
 class FilterModule:
     def filters(self):
         return {"plan": plan, "vllm_args": vllm_args, "k8s_name": _catalog.k8s_name, "gpu_nodes": gpu_nodes,
-                "measured_weights": measured_weights, "model_downloads": _downloads.downloads,
+                "measured_weights": measured_weights,
                 "bundle_objects": bundle_objects, "apply_steps": apply_steps, "prune_list": prune_list,
                 "run_scope": _apply.run_scope, "prunable_kinds": prunable_kinds, "frontdoor_backend": frontdoor_backend,
                 "traefik_arguments": traefik_arguments, "traefik_values": traefik_values,

@@ -1,7 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, llmserve.k3s contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""What model_storage's pre-download reads back from its markers and its download runs (stdlib only).
+"""What model_storage's pre-download wants (from the checked plan, never the raw catalog) and reads back from its
+markers and its download runs (stdlib only).
 
 The download script writes one marker per model, <path>/.llmserve/models/<name>.json ({name, model, revision,
 bytes}), after a complete download; the role slurps them (a loop over the wanted models) and runs the script once per
@@ -12,8 +13,25 @@ from __future__ import annotations
 
 import base64
 import json
+import posixpath
+
+from ansible_collections.llmserve.k3s.plugins.module_utils import _lora
 
 DEFAULT_REVISION = "main"
+
+
+def wanted(models):
+    """The download items of the planned models (llmserve_plan.models: enabled and checked), the models first, then
+    their Hugging Face adapters: {name, model, revision} (a model's snapshot stays in the hub cache), and for an adapter
+    local_dir too (relative to the model cache: adapters/<name>, where the pods read it)."""
+    items = [{"name": m["name"], "model": m["model"], "revision": m.get("revision") or DEFAULT_REVISION} for m in models or []]
+    for planned in models or []:
+        for adapter in (planned.get("lora") or {}).get("adapters", []):
+            if adapter["download"]:
+                items.append({"name": adapter["name"], "model": adapter["source"],
+                              "revision": adapter.get("revision") or DEFAULT_REVISION,
+                              "local_dir": posixpath.join(_lora.HF_ADAPTER_DIR, adapter["name"])})
+    return items
 
 
 def _marker(result):

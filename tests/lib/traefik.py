@@ -53,6 +53,8 @@ class Traefik(LoggedServer):
         self.rendered_args = additional_arguments(helm_chart_config)
         self.web_port, self.websecure_port, self.api_port, self.metrics_port = (free_port() for dummy in range(4))
         self.log_path = pathlib.Path(log_dir) / f"traefik-{self.websecure_port}.log"
+        # One JSON line a request (status to the client and from the backend, duration; no headers): what Traefik saw.
+        self.access_log_path = pathlib.Path(log_dir) / f"traefik-{self.websecure_port}-access.log"
         self.extra_args = list(extra_args)
 
     def command(self):
@@ -67,7 +69,8 @@ class Traefik(LoggedServer):
                  "--global.checknewversion=false", "--global.sendanonymoususage=false",
                  "--providers.kubernetescrd", "--providers.kubernetescrd.allowEmptyServices=true",
                  f"--providers.kubernetescrd.endpoint={self.api_url}", "--providers.kubernetescrd.token=standin",
-                 "--log.level=INFO", "--accesslog=false"]
+                 "--log.level=INFO", "--accesslog=true", f"--accesslog.filepath={self.access_log_path}",
+                 "--accesslog.format=json", "--accesslog.fields.headers.defaultmode=drop"]
         return [str(traefik_binary()), *chart, *self.rendered_args, *self.extra_args]
 
     def api(self, path):

@@ -70,6 +70,7 @@ def test_measured_sizes_are_the_markers_bytes_by_name():
 
 
 def test_filters():
-    assert storage.FilterModule().filters() == {"model_downloads_pending": _model_downloads.pending,
+    assert storage.FilterModule().filters() == {"model_downloads": _model_downloads.wanted,
+                                                "model_downloads_pending": _model_downloads.pending,
                                                 "model_download_failures": _model_downloads.failures,
                                                 "model_sizes_measured": _model_downloads.measured_sizes}

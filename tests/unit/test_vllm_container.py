@@ -7,7 +7,7 @@ import pytest
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.llmserve.k3s.plugins.filter import vllm_container
-from ansible_collections.llmserve.k3s.plugins.module_utils import _catalog, _tracing, _vllm_container
+from ansible_collections.llmserve.k3s.plugins.module_utils import _plan, _tracing, _vllm_container
 
 # A planned model as llmserve_plan.models holds it (the fields the containers read).
 SOLO = {"name": "qwen-0.5b", "k8s_name": "vllm-qwen-0-5b", "model": "Qwen/Qwen2.5-0.5B-Instruct", "dtype": "bfloat16",
@@ -92,7 +92,7 @@ LORA_NODES = [{"name": "gpu1", "gpu_count": 1, "gpu_memory_gib": 80, "gpu_name":
 
 
 def lora_model(max_cpu_loras):
-    plan = _catalog.plan_catalog([{"name": "llama", "model": "meta-llama/Llama-3.1-8B-Instruct", "architecture": "llama-3.1-8b",
+    plan = _plan.plan_catalog([{"name": "llama", "model": "meta-llama/Llama-3.1-8B-Instruct", "architecture": "llama-3.1-8b",
                                    "adapters": [{"name": "sql", "source": "org/sql"}], "max_cpu_loras": max_cpu_loras}],
                                  LORA_NODES, LORA_DEFAULTS, LORA_CLASSES)
     assert plan["errors"] == []

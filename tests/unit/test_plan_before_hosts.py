@@ -1,8 +1,9 @@
-"""What the model cache role downloads: read from the checked plan, never the raw catalog."""
+"""What the model cache role wants to download: read from the checked plan, never the raw catalog; and the check before
+the host play that makes that plan."""
 
 from __future__ import annotations
 
-from ansible_collections.llmserve.k3s.plugins.module_utils import _downloads, _plan
+from ansible_collections.llmserve.k3s.plugins.module_utils import _model_downloads, _plan
 
 DEFAULTS = {"dtype": "bfloat16", "kv_cache_dtype": "auto", "gpu_memory_utilization": 0.9, "enable_prefix_caching": True,
             "max_model_len": None, "max_num_seqs": None, "max_num_batched_tokens": None, "revision": None,
@@ -24,7 +25,7 @@ def test_enabled_models_then_hub_adapters_with_their_revisions():
                                              {"name": "own", "source": "/var/lib/llm-models/loras/own"}]),
         dict(LLAMA, name="off", enabled=False, adapters=[{"name": "never", "source": "org/never"}]),
         dict(LLAMA, name="plain")])
-    assert _downloads.downloads(models) == [
+    assert _model_downloads.wanted(models) == [
         {"name": "llama", "model": "meta-llama/Llama-3.1-8B-Instruct", "revision": "v3"},
         {"name": "plain", "model": "meta-llama/Llama-3.1-8B-Instruct", "revision": "main"},
         # Only the adapter from the Hub: the other is already a folder of the cache.
@@ -32,7 +33,7 @@ def test_enabled_models_then_hub_adapters_with_their_revisions():
 
 
 def test_nothing_to_download_from_an_empty_plan():
-    assert _downloads.downloads([]) == [] and _downloads.downloads(None) == []
+    assert _model_downloads.wanted([]) == [] and _model_downloads.wanted(None) == []
 
 
 def test_the_check_before_the_host_play_plans_without_the_gpus():

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from ansible_collections.llmserve.k3s.plugins.module_utils import _guard, _quotas, _tracing
+from ansible_collections.llmserve.k3s.plugins.module_utils import _guard, _quotas, _shared, _tracing
 
 MIB = 1024 ** 2
 # The front door process itself (Python, aiohttp, the config) before any body: measured RSS of an idle front door in
@@ -43,7 +43,7 @@ def middleware_chain(auth_mode, ip_allow_list, in_flight_enabled):
 def route_prefixes(ab_path=None):
     """The path prefixes Traefik sends to the front door: everything under the API's roots, so that the front door
     (not Traefik) answers an unknown path there, in OpenAI's format."""
-    return ["/v1/", "/models/"] + ([ab_path.rstrip("/") + "/"] if ab_path else [])
+    return [_shared.API_ROOT + "/", _shared.MODELS_ROOT + "/"] + ([ab_path.rstrip("/") + "/"] if ab_path else [])
 
 
 def frontdoor_backend(model, port=8000):

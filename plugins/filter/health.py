@@ -14,7 +14,7 @@ DEFAULT_ENDPOINTS = ("service", "ingress")
 
 
 def health_targets(models, endpoints=DEFAULT_ENDPOINTS, urls=None, namespace="llm-serving", ingress_host=None,
-                   ingress_scheme="https", cluster_ips=None, port=8000):
+                   ingress_scheme="https", cluster_ips=None, port=_shared.PORTS["vllm"]):
     """[{model, endpoint, url}] to check: per enabled model, its Service, its ingress path and the shared endpoint.
 
     urls: {model: {service: URL, ingress: URL, shared: URL}} overrides. Without one, the Service is reached at its

@@ -19,7 +19,7 @@ def plan(models, nodes, defaults, classes, settings=None, measured=None):
     return _plan.build_plan(models, nodes, defaults, classes, settings, measured)
 
 
-def vllm_args(planned, port=8000):
+def vllm_args(planned, port=_shared.PORTS["vllm"]):
     if not isinstance(planned, dict) or "model" not in planned:
         raise AnsibleFilterError("vllm_args expects a planned model (an item of llmserve_plan.models)")
     return _catalog.vllm_args(planned, port)
@@ -30,7 +30,7 @@ def lora_slots(planned, mount):
     return _lora.slot_values(planned, mount)
 
 
-def frontdoor_backend(model, port=8000):
+def frontdoor_backend(model, port=_shared.PORTS["vllm"]):
     """The front door's config entry of one served model (an item of llmserve_plan.models); see _gateway."""
     return _gateway.frontdoor_backend(model, port)
 

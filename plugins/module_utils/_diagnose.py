@@ -12,13 +12,13 @@ from __future__ import absolute_import, division, print_function
 
 import re
 
+from ansible_collections.llmserve.k3s.plugins.module_utils._bundle import MODEL_LABEL
 from ansible_collections.llmserve.k3s.plugins.module_utils._plan import INTERNAL_SECRET
 from ansible_collections.llmserve.k3s.plugins.module_utils._shared import GPU_NODE_LABEL, GPU_PRODUCT_LABEL, GPU_RESOURCES
 
 __metaclass__ = type
 
 GPU_RESOURCE = GPU_RESOURCES["nvidia"]
-MODEL_LABEL = "llmserve.io/model"
 
 # (kind, pattern, problem, fix) for vLLM / Hugging Face / CUDA errors in a container log.
 LOG_PATTERNS = (

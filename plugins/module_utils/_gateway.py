@@ -46,7 +46,7 @@ def route_prefixes(ab_path=None):
     return [_shared.API_ROOT + "/", _shared.MODELS_ROOT + "/"] + ([ab_path.rstrip("/") + "/"] if ab_path else [])
 
 
-def frontdoor_backend(model, port=8000):
+def frontdoor_backend(model, port=_shared.PORTS["vllm"]):
     """The front door's config entry of one served model (an item of llmserve_plan.models): its router when it has
     one, with the model's own Service as the fallback while the router cannot be reached, and the names of its LoRA
     adapters (served_names)."""

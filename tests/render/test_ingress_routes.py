@@ -248,7 +248,7 @@ def test_front_door_runs_the_shipped_script_with_a_config_it_accepts(workstation
     spec.loader.exec_module(door)
     (tmp_path / "config.json").write_text(cm["data"]["config.json"], encoding="utf-8")
     config = door.load_config(tmp_path / "config.json")
-    assert (config["listen"]["port"], config["auth"]["port"], config["admin"]["port"]) == (PORTS["frontdoor"], PORTS["frontdoor_auth"], PORTS["frontdoor_metrics"])
+    assert {"http": config["listen"]["port"], "auth": config["auth"]["port"], "metrics": config["admin"]["port"]} == DOOR_PORTS
     assert config["identities_file"] == "/etc/llmserve-gateway/identities.json"
     (deployment,) = _objects(workstation, "Deployment")
     pod = deployment["spec"]["template"]["spec"]

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.llmserve.k3s.plugins.module_utils import _catalog, _diagnose, _health
+from ansible_collections.llmserve.k3s.plugins.module_utils import _catalog, _diagnose, _health, _shared
 
 ENDPOINTS = ("service", "ingress", "shared")
 DEFAULT_ENDPOINTS = ("service", "ingress")
 
 
 def health_targets(models, endpoints=DEFAULT_ENDPOINTS, urls=None, namespace="llm-serving", ingress_host=None,
-                   ingress_scheme="https", cluster_ips=None, port=8000):
+                   ingress_scheme="https", cluster_ips=None, port=_shared.PORTS["vllm"]):
     """[{model, endpoint, url}] to check: per enabled model, its Service, its ingress path and the shared endpoint.
 
     urls: {model: {service: URL, ingress: URL, shared: URL}} overrides. Without one, the Service is reached at its
@@ -45,7 +45,9 @@ def health_targets(models, endpoints=DEFAULT_ENDPOINTS, urls=None, namespace="ll
                 host = cluster_ips.get(name) or "%s.%s.svc" % (k8s, namespace)
                 url = "http://%s:%s" % (host, port)
             if not url and endpoint == "ingress" and ingress_host:
-                url = "%s://%s/models/%s" % (ingress_scheme, ingress_host, name)
+                # The plan's path of the model, less its API root: vllm_health adds /v1/... itself.
+                path = model.get("path") or _shared.model_path(name)
+                url = "%s://%s%s" % (ingress_scheme, ingress_host, path[:-len(_shared.API_ROOT)] if path.endswith(_shared.API_ROOT) else path)
             if not url and endpoint == "shared" and ingress_host:
                 url = "%s://%s" % (ingress_scheme, ingress_host)
             if url:
@@ -77,8 +79,7 @@ def health_table(results):
         rows.append((item.get("model", "?"), item.get("endpoint", "?"), result.get("status", "error"),
                      _cell(latency, "%.0f ms"), _cell(metrics.get("running")), _cell(metrics.get("waiting")),
                      _cell(None if kv is None else kv * 100.0, "%.1f%%"), result.get("url") or item.get("url", "")))
-    widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
-    return ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    return _shared.table(rows)
 
 
 def health_failures(results):

@@ -11,7 +11,7 @@ import yaml
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.llmserve.k3s.plugins.module_utils import _apply, _catalog, _gateway, _lora, _plan, _traefik
+from ansible_collections.llmserve.k3s.plugins.module_utils import _apply, _catalog, _gateway, _lora, _plan, _shared, _traefik
 
 
 def plan(models, nodes, defaults, classes, settings=None, measured=None):
@@ -19,7 +19,7 @@ def plan(models, nodes, defaults, classes, settings=None, measured=None):
     return _plan.build_plan(models, nodes, defaults, classes, settings, measured)
 
 
-def vllm_args(planned, port=8000):
+def vllm_args(planned, port=_shared.PORTS["vllm"]):
     if not isinstance(planned, dict) or "model" not in planned:
         raise AnsibleFilterError("vllm_args expects a planned model (an item of llmserve_plan.models)")
     return _catalog.vllm_args(planned, port)
@@ -30,9 +30,14 @@ def lora_slots(planned, mount):
     return _lora.slot_values(planned, mount)
 
 
-def frontdoor_backend(model, port=8000):
+def frontdoor_backend(model, port=_shared.PORTS["vllm"]):
     """The front door's config entry of one served model (an item of llmserve_plan.models); see _gateway."""
     return _gateway.frontdoor_backend(model, port)
+
+
+def gpu_node_labels(gpu_name):
+    """The labels of a GPU node (the k3s role sets them; the GPU pods select the first): llmserve.io/gpu, its product."""
+    return {_shared.GPU_NODE_LABEL: "true", _shared.GPU_PRODUCT_LABEL: (gpu_name or "unknown").replace(" ", "-")}
 
 
 def gpu_nodes(hostnames, hostvars):
@@ -48,8 +53,8 @@ def gpu_nodes(hostnames, hostvars):
         memory = round(gpus[0]["memory_total_mib"] / 1024.0, 2) if gpus and gpus[0].get("memory_total_mib") else hvars.get("llmserve_gpu_memory_gib")
         labels = dict(hvars.get("llmserve_node_labels") or {})
         if count:
-            labels.setdefault("llmserve.io/gpu", "true")
-            labels.setdefault("llmserve.io/gpu-product", (name or "unknown").replace(" ", "-"))
+            for key, value in gpu_node_labels(name).items():
+                labels.setdefault(key, value)
         # Time-slicing (gpu_device_plugin): the device plugin advertises N GPUs per GPU, each with 1/N of its memory.
         slices = int(hvars.get("llmserve_gpu_time_slicing_replicas", 1) or 1) if count else 1
         nodes.append({"name": host, "gpu_count": count * slices, "gpu_name": name, "gpu_slices": slices,
@@ -120,7 +125,7 @@ def prunable_kinds(dummy=None):
 class FilterModule:
     def filters(self):
         return {"plan": plan, "vllm_args": vllm_args, "k8s_name": _catalog.k8s_name, "gpu_nodes": gpu_nodes,
-                "measured_weights": measured_weights,
+                "gpu_node_labels": gpu_node_labels, "measured_weights": measured_weights,
                 "bundle_objects": bundle_objects, "apply_steps": apply_steps, "prune_list": prune_list,
                 "run_scope": _apply.run_scope, "prunable_kinds": prunable_kinds, "frontdoor_backend": frontdoor_backend,
                 "traefik_arguments": traefik_arguments, "traefik_values": traefik_values,

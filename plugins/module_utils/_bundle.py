@@ -14,6 +14,8 @@ import os
 import re
 import tempfile
 
+from ansible_collections.llmserve.k3s.plugins.module_utils import _shared
+
 HEADER = "# Rendered by llmserve.k3s; edit the inventory and re-render instead of this file.\n"
 COMPONENT_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?(/[a-z0-9]([-a-z0-9.]*[a-z0-9])?)*$")
 # Apply order for kustomization.yaml: what others depend on comes first.
@@ -21,8 +23,7 @@ COMPONENT_ORDER = ("namespace", "storage", "gpu", "models", "ingress", "monitori
 # Labels the writer puts on every object, so that a full run can find what the bundle no longer has (see _apply).
 COMPONENT_LABEL = "llmserve.io/component"
 MODEL_LABEL = "llmserve.io/model"
-MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
-MANAGED_BY = "llmserve.k3s"
+MANAGED_BY_LABEL, MANAGED_BY = _shared.MANAGED_BY_LABEL, _shared.MANAGED_BY
 
 
 # The arguments of the manifest_bundle module and its controller-side action plugin (one place for both).

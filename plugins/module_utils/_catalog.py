@@ -15,7 +15,7 @@ from __future__ import annotations
 import difflib
 import re
 
-from ansible_collections.llmserve.k3s.plugins.module_utils import _lora, _values
+from ansible_collections.llmserve.k3s.plugins.module_utils import _lora, _shared, _values
 from ansible_collections.llmserve.k3s.plugins.module_utils._presets import PRESETS
 
 DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -23,7 +23,7 @@ MAX_NAME_LEN = 50  # the name is prefixed with "vllm-" for object names, which m
 DTYPES = _values.DTYPES
 KV_CACHE_DTYPES = _values.KV_CACHE_DTYPES
 QUANTIZATIONS = _values.QUANTIZATIONS
-GIB = 1024 ** 3
+GIB = _shared.GIB
 
 # The catalog's fields: (default, meaning). The one description of them: docs/catalog.md's table is generated from
 # this (`make docs`) and a test keeps the two equal; {dtypes}, {quantizations} and {kv_cache_dtypes} are the allowed values.

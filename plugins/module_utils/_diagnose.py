@@ -12,12 +12,13 @@ from __future__ import absolute_import, division, print_function
 
 import re
 
+from ansible_collections.llmserve.k3s.plugins.module_utils._bundle import MODEL_LABEL
 from ansible_collections.llmserve.k3s.plugins.module_utils._plan import INTERNAL_SECRET
+from ansible_collections.llmserve.k3s.plugins.module_utils._shared import GPU_NODE_LABEL, GPU_PRODUCT_LABEL, GPU_RESOURCES
 
 __metaclass__ = type
 
-GPU_RESOURCE = "nvidia.com/gpu"
-MODEL_LABEL = "llmserve.io/model"
+GPU_RESOURCE = GPU_RESOURCES["nvidia"]
 
 # (kind, pattern, problem, fix) for vLLM / Hugging Face / CUDA errors in a container log.
 LOG_PATTERNS = (
@@ -94,12 +95,12 @@ def gpu_table(nodes, pods, resource=GPU_RESOURCE):
         name = _meta(node, "name")
         rows.append({
             "node": name,
-            "product": _labels(node).get("llmserve.io/gpu-product") or _labels(node).get("nvidia.com/gpu.product", ""),
+            "product": _labels(node).get(GPU_PRODUCT_LABEL) or _labels(node).get("nvidia.com/gpu.product", ""),
             "capacity": int(parse_quantity((status.get("capacity") or {}).get(resource, 0))),
             "allocatable": int(parse_quantity((status.get("allocatable") or {}).get(resource, 0))),
             "used": int(used.get(name, 0)),
             "ready": any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []),
-            "gpu_node": _labels(node).get("llmserve.io/gpu") == "true",
+            "gpu_node": _labels(node).get(GPU_NODE_LABEL) == "true",
         })
     return rows
 

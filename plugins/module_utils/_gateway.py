@@ -13,7 +13,7 @@ import hashlib
 import json
 import math
 
-from ansible_collections.llmserve.k3s.plugins.module_utils import _guard, _quotas, _tracing
+from ansible_collections.llmserve.k3s.plugins.module_utils import _guard, _quotas, _shared, _tracing
 
 MIB = 1024 ** 2
 # The front door process itself (Python, aiohttp, the config) before any body: measured RSS of an idle front door in
@@ -45,7 +45,7 @@ def middleware_chain(auth_mode, ip_allow_list, in_flight_enabled):
 def route_prefixes(ab_path=None):
     """The path prefixes Traefik sends to the front door: everything under the API's roots, so that the front door
     (not Traefik) answers an unknown path there, in OpenAI's format."""
-    return ["/v1/", "/models/"] + ([ab_path.rstrip("/") + "/"] if ab_path else [])
+    return [_shared.API_ROOT + "/", _shared.MODELS_ROOT + "/"] + ([ab_path.rstrip("/") + "/"] if ab_path else [])
 
 
 def api_route(host, prefixes, chain, port):
@@ -79,7 +79,7 @@ def frontdoor_resources(resources, memory_mib):
     return out
 
 
-def frontdoor_backend(model, port=8000):
+def frontdoor_backend(model, port=_shared.PORTS["vllm"]):
     """The front door's config entry of one served model (an item of llmserve_plan.models): its router when it has
     one, with the model's own Service as the fallback while the router cannot be reached, and the names of its LoRA
     adapters (served_names)."""

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import os
 
-from ansible_collections.llmserve.k3s.plugins.module_utils import _catalog, _lora, _model_sizing, _placement, _resolve
+from ansible_collections.llmserve.k3s.plugins.module_utils import _catalog, _lora, _model_sizing, _placement, _resolve, _shared
 
-GIB = 1024 ** 3
-MANAGED_BY = {"app.kubernetes.io/managed-by": "llmserve.k3s"}
 # One internal key per cluster (keys vllm-api-key, signing-key): created by the apply step when absent, never in the
 # bundle. Every vLLM pod reads vllm-api-key as VLLM_API_KEY, in every auth mode; only the front door holds it too.
 INTERNAL_SECRET = "llmserve-internal"
@@ -40,6 +38,11 @@ SETTINGS = {
     # The fit on the nodes (placement and sizing too): True; "declared": only when a node declares GPUs (the check
     # before the host play, when the inventory is all that is known); False: the entries alone.
     "fit": True,
+    # The bundle's folder (llmserve_render_dir) and whether the run applies it to the cluster (llmserve_apply).
+    "render_dir": "",
+    "apply": True,
+    # The accelerator profile (llmserve_accelerator): nvidia, amd or intel-gaudi.
+    "accelerator": "nvidia",
 }
 
 
@@ -52,7 +55,7 @@ def measured_weights(nodes, hostvars_sizes):
     for host in nodes or []:
         for name, size in ((hostvars_sizes or {}).get(host) or {}).items():
             try:
-                gib = round(float(size) / GIB, 2)
+                gib = round(float(size) / _shared.GIB, 2)
             except (TypeError, ValueError):
                 continue
             if gib > 0:
@@ -66,13 +69,13 @@ def _derive(model, settings):
     local_path = settings["storage_mode"] == "local-path"
     return dict(
         model,
-        selector={"app.kubernetes.io/name": "vllm", "llmserve.io/model": name},
+        selector=dict(_shared.POD_LABELS["vllm"], **{"llmserve.io/model": name}),
         claim_name=settings["cache_claim"] + ("-" + name.replace(".", "-") if local_path else ""),
         # Pre-downloaded models start offline (HF_HUB_OFFLINE=1) and need no token.
         offline=bool(settings["predownload"]),
         needs_token=bool(model.get("gated")) and not settings["predownload"],
         hf_token_secret=settings["hf_token_secret"],
-        path="/models/%s/v1" % name,
+        path=_shared.model_path(name),
     )
 
 
@@ -156,4 +159,16 @@ def build_plan(models, nodes, defaults, classes, settings=None, measured=None):
         "measured_weights_gib": dict(measured or {}),
         # Every adapter name a client may send, with its base model (the front door routes it there).
         "adapters": dict((a["name"], m["name"]) for m in enabled for a in (m.get("lora") or {}).get("adapters", [])),
+        "render_dir": settings["render_dir"],
+        "apply": bool(settings["apply"]),
+        # What every template and task reads instead of writing it again (decided in _shared).
+        "labels": {"managed_by": {_shared.MANAGED_BY_LABEL: _shared.MANAGED_BY}, "part_of": {_shared.PART_OF_LABEL: _shared.PART_OF},
+                   "common": dict(_shared.LABELS),
+                   "managed_by_selector": "%s=%s" % (_shared.MANAGED_BY_LABEL, _shared.MANAGED_BY)},
+        "ports": dict(_shared.PORTS),
+        "pods": dict((kind, dict(labels)) for kind, labels in _shared.POD_LABELS.items()),
+        "gpu": {"accelerator": settings["accelerator"], "resource": _shared.GPU_RESOURCES.get(settings["accelerator"], _shared.GPU_RESOURCES["nvidia"]),
+                "node_labels": {_shared.GPU_NODE_LABEL: "true"}, "node_selector": _shared.GPU_NODE_LABEL + "=true"},
+        "vllm_image_tag": "v" + _shared.VLLM_VERSION,
+        "kv_tolerance": _shared.KV_TOLERANCE,
     }

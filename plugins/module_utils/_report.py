@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from ansible_collections.llmserve.k3s.plugins.module_utils import _catalog
 from ansible_collections.llmserve.k3s.plugins.module_utils._bundle import yaml_scalar
+from ansible_collections.llmserve.k3s.plugins.module_utils._shared import GIB, KV_TOLERANCE, table as _table
 
-GIB = 1024 ** 3
 # The settings the report says the origin of, in table order, with their column titles.
 SETTINGS = (("max_model_len", "MAX_MODEL_LEN"), ("max_num_seqs", "MAX_NUM_SEQS"), ("tensor_parallel_size", "TP"),
             ("gpu_memory_utilization", "UTILIZATION"))
@@ -25,7 +25,6 @@ SOURCES = {
     "plan": "the plan (GPU sizing, size class, time-slicing)",
     "vllm": "unset: vLLM's own default",
 }
-KV_TOLERANCE = 0.10
 
 
 def report_source(source):
@@ -93,11 +92,6 @@ def plan_report(plan):
 
 def _cell(value, fmt="%s"):
     return "-" if value is None or value == "" else fmt % value
-
-
-def _table(rows):
-    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
-    return ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
 
 
 TABLE_HEADER = ("MODEL", "NODES", "GPUS", "GPU", "WEIGHTS", "ACTIVATION", "NON-TORCH", "KV_GIB", "KV_TOKENS",

@@ -28,10 +28,10 @@ import json
 import math
 import re
 
-from ansible_collections.llmserve.k3s.plugins.module_utils import _values
+from ansible_collections.llmserve.k3s.plugins.module_utils import _shared, _values
 from ansible_collections.llmserve.k3s.plugins.module_utils._presets import PRESETS
 
-GIB = float(1024 ** 3)
+GIB = float(_shared.GIB)
 BLOCK_SIZE = 16
 DTYPE_BYTES = _values.DTYPE_BYTES
 QUANTIZATIONS = ("none",) + _values.QUANTIZATIONS
@@ -141,7 +141,7 @@ def parse_version(version):
     """(major, minor, patch) of a vLLM version such as v0.32.0, 0.6.5.dev or 0.10.1.1."""
     if isinstance(version, tuple):
         return version
-    text = str(version if version is not None else _values.DEFAULT_VLLM_VERSION).strip().lstrip("v")
+    text = str(version if version is not None else _shared.VLLM_VERSION).strip().lstrip("v")
     match = re.match(r"^(\d+)\.(\d+)(?:\.(\d+))?", text)
     if not match:
         raise SizingError("vllm_version %r is not a vLLM version. Fix: write it as 0.32.0 (the image tag without v)" % (version,))

@@ -34,10 +34,6 @@ QUANT_FLAT_BYTES = dict(QUANT_LINEAR_BYTES, awq=0.5625, awq_marlin=0.5625, gptq=
 KV_CACHE_DTYPES = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
 KV_CACHE_DTYPE_BYTES = {"fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1}
 
-# The vLLM release the collection deploys (roles/vllm_models defaults, accelerator profile nvidia: tag v0.32.0);
-# a unit test keeps the two in step.
-DEFAULT_VLLM_VERSION = "0.32.0"
-
 
 def dtype_bytes(dtype):
     return DTYPE_BYTES.get(dtype, 2)

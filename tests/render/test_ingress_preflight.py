@@ -52,8 +52,9 @@ CASES = {
     "default-model-unknown": ({"llmserve_ingress_default_model": "gpt-5"}, "llmserve_ingress_default_model"),
     "accelerator-unknown": ({"llmserve_accelerator": "tpu"}, "llmserve_accelerator"),
     "body-limit-zero": ({"ingress_max_request_body_bytes": 0}, "ingress_max_request_body_bytes"),
-    "frontdoor-ports-clash": ({"ingress_frontdoor_metrics_port": 8080}, "three different whole port numbers"),
-    "frontdoor-auth-port-clash": ({"ingress_frontdoor_auth_port": 9090}, "three different whole port numbers"),
+    # The ports are the plan's (llmserve_plan.ports), decided once: a role setting that copied one is refused by name.
+    "frontdoor-port-removed": ({"ingress_frontdoor_metrics_port": 8080}, "ingress_frontdoor_metrics_port is no longer a setting"),
+    "netpol-port-removed": ({"llm_namespace_frontdoor_auth_port": 9090}, "llmserve_plan.ports.frontdoor_auth"),
     "alias-strategy-unknown": ({"ingress_alias_headers_strategy": "drop"}, "ingress_alias_headers_strategy must be one of"),
     "time-slicing-zero": ({"llmserve_gpu_time_slicing_replicas": 0}, "llmserve_gpu_time_slicing_replicas"),
 }

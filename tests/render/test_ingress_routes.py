@@ -17,6 +17,10 @@ import yaml
 from k8s_schema import validate
 from traefik_rules import matches
 
+from ansible_collections.llmserve.k3s.plugins.module_utils._shared import PORTS
+
+DOOR_PORTS = {"http": PORTS["frontdoor"], "auth": PORTS["frontdoor_auth"], "metrics": PORTS["frontdoor_metrics"]}
+
 SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "roles" / "ingress" / "files" / "llmserve_frontdoor.py"
 
 HOST = "llm.university.local"
@@ -126,7 +130,7 @@ def test_one_router_carries_every_model_path_with_the_limits(name, request):
     for path in paths:
         # No header in the match: a request without a key reaches the gateway, which answers in OpenAI's format.
         assert matches(only["match"], {"host": HOST, "path": path, "headers": {}}), (only["match"], path)
-    assert only["services"] == [{"name": "llmserve-frontdoor", "port": 8080}]
+    assert only["services"] == [{"name": "llmserve-frontdoor", "port": PORTS["frontdoor"]}]
     names = [m["name"] for m in only["middlewares"]]
     expected = ["llm-errors"] + (["llm-ip-allow-list"] if name == "basic_ab" else []) + ["llm-rate-limit-address"]
     expected += ["llm-auth-" + mode] if mode != "api-key" else []
@@ -136,13 +140,13 @@ def test_one_router_carries_every_model_path_with_the_limits(name, request):
     if mode != "api-key":
         assert ("basicAuth" if mode == "basic" else "forwardAuth") in mws["llm-auth-" + mode]
     gateway = mws["llm-gateway-auth"]["forwardAuth"]
-    assert gateway["address"] == "http://llmserve-frontdoor.llm-serving.svc.cluster.local:8081/auth"
+    assert gateway["address"] == "http://llmserve-frontdoor.llm-serving.svc.cluster.local:%d/auth" % PORTS["frontdoor_auth"]
     assert gateway["authResponseHeadersRegex"] == "^X-Llmserve-" and gateway["trustForwardHeader"] is False
     assert "Authorization" in gateway["authRequestHeaders"]
     assert mws["llm-rate-limit"]["rateLimit"]["sourceCriterion"] == {"requestHeaderName": "X-Llmserve-User"}
     assert "ipStrategy" in mws["llm-rate-limit-address"]["rateLimit"]["sourceCriterion"]
     errors = mws["llm-errors"]["errors"]
-    assert errors == {"status": ["429", "502-504"], "service": {"name": "llmserve-frontdoor", "port": 8081},
+    assert errors == {"status": ["429", "502-504"], "service": {"name": "llmserve-frontdoor", "port": PORTS["frontdoor_auth"]},
                       "query": "/error/{status}"}
     for n in names:
         assert n in mws, "route references missing middleware " + n
@@ -179,14 +183,14 @@ def test_front_door_serves_every_enabled_model_through_its_router_or_service(wor
                        and o["kind"] == "Service" and o["metadata"]["name"] == service + "-router"]
             # Several replicas: the model's vllm-router; one: the model's Service. Either way a Service the bundle has.
             expected = service + "-router" if routers else service
-            assert config["models"][model]["url"] == "http://%s:8000" % expected
+            assert config["models"][model]["url"] == "http://%s:%d" % (expected, PORTS["vllm"])
             assert [o for o in bundle[1].values() if o["kind"] == "Service" and o["metadata"]["name"] == expected]
     # A disabled catalog entry is not served (workstation: llama-3.1-8b-multi is disabled); multinode runs it on a router.
     assert "llama-3.1-8b-multi" not in _door_config(workstation)["models"]
     assert "llama-3.1-8b-multi" not in _route_obj(workstation)["spec"]["routes"][0]["match"]
     assert _door_config(multinode)["models"]["llama-3.1-8b-multi"] == {
-        "url": "http://vllm-llama-3-1-8b-multi-router:8000", "client_affinity": False,
-        "fallback_url": "http://vllm-llama-3-1-8b-multi:8000"}
+        "url": "http://vllm-llama-3-1-8b-multi-router:%d" % PORTS["vllm"], "client_affinity": False,
+        "fallback_url": "http://vllm-llama-3-1-8b-multi:%d" % PORTS["vllm"]}
 
 
 def test_default_model_and_tls(workstation, basic_ab):
@@ -244,14 +248,14 @@ def test_front_door_runs_the_shipped_script_with_a_config_it_accepts(workstation
     spec.loader.exec_module(door)
     (tmp_path / "config.json").write_text(cm["data"]["config.json"], encoding="utf-8")
     config = door.load_config(tmp_path / "config.json")
-    assert (config["listen"]["port"], config["auth"]["port"], config["admin"]["port"]) == (8080, 8081, 9090)
+    assert {"http": config["listen"]["port"], "auth": config["auth"]["port"], "metrics": config["admin"]["port"]} == DOOR_PORTS
     assert config["identities_file"] == "/etc/llmserve-gateway/identities.json"
     (deployment,) = _objects(workstation, "Deployment")
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert container["image"] == "docker.io/vllm/vllm-openai:v0.32.0"
     assert container["command"] == ["python3", "/etc/llmserve-frontdoor/llmserve_frontdoor.py", "/etc/llmserve-frontdoor/config.json"]
-    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"http": 8080, "auth": 8081, "metrics": 9090}
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == DOOR_PORTS
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     assert pod["volumes"] == [{"name": "config", "configMap": {"name": "llmserve-frontdoor"}},
@@ -275,7 +279,7 @@ def test_front_door_runs_the_shipped_script_with_a_config_it_accepts(workstation
     # The pods the Service and the route reach are these.
     (service,) = _objects(workstation, "Service")
     assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
-    assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == {"http": 8080, "auth": 8081, "metrics": 9090}
+    assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == DOOR_PORTS
 
 
 def test_forward_auth_and_cert_manager(forward_cookie):

@@ -12,6 +12,8 @@ from bundle import arg, container, env, model_names, model_objects, mounts, of_k
 from catalogs import CUSTOM_GPUS, CUSTOM_GPUS_USED, CUSTOM_MODELS
 from k8s_schema import validate
 
+from ansible_collections.llmserve.k3s.plugins.module_utils._shared import PORTS
+
 WORKSTATION_MODELS = ["deepseek-coder-v2-lite", "llama-3.1-8b", "mixtral-8x7b"]
 MULTINODE_MODELS = ["deepseek-coder-v2-lite", "llama-3.1-8b", "llama-3.1-8b-multi", "mixtral-8x7b"]
 GATED = {"llama-3.1-8b", "llama-3.1-8b-multi", "llama-70b-awq"}
@@ -214,10 +216,10 @@ def test_service_port_8000_named_http(bundle):
         objects = model_objects(bundle, name)
         service = objects["Service"]["spec"]
         assert service["type"] == "ClusterIP"
-        assert service["ports"] == [{"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP"}]
+        assert service["ports"] == [{"name": "http", "port": PORTS["vllm"], "targetPort": "http", "protocol": "TCP"}]
         assert service["selector"] == objects["Deployment"]["spec"]["selector"]["matchLabels"]
-        assert container(objects["Deployment"])["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
-        assert arg(objects["Deployment"], "--port") == "8000"
+        assert container(objects["Deployment"])["ports"] == [{"name": "http", "containerPort": PORTS["vllm"], "protocol": "TCP"}]
+        assert arg(objects["Deployment"], "--port") == str(PORTS["vllm"])
 
 
 def test_quota_requests_every_gpu_of_the_nodes(workstation, multinode, custom):
@@ -405,9 +407,9 @@ def test_router_discovers_exactly_its_models_pods(multinode):
     pod_labels = model["Deployment"]["spec"]["template"]["metadata"]["labels"]
     assert model["Service"]["spec"]["selector"].items() <= pod_labels.items()
     assert not model["Service"]["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
-    assert _router_arg(deployment, "--service-discovery-port") == "8000" and _router_arg(deployment, "--port") == "8000"
-    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": 8000, "metrics": 29000}
-    assert _router_arg(deployment, "--prometheus-port") == "29000" and _router_arg(deployment, "--prometheus-host") == "0.0.0.0"
+    assert _router_arg(deployment, "--service-discovery-port") == _router_arg(deployment, "--port") == str(PORTS["vllm"])
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": PORTS["vllm"], "metrics": PORTS["router_metrics"]}
+    assert _router_arg(deployment, "--prometheus-port") == str(PORTS["router_metrics"]) and _router_arg(deployment, "--prometheus-host") == "0.0.0.0"
     # It may read pods of its namespace and nothing else.
     assert router["Role"]["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]
     assert router["RoleBinding"]["subjects"] == [{"kind": "ServiceAccount", "name": "vllm-llama-3-1-8b-multi-router",

@@ -20,6 +20,8 @@ from k8s_schema import validate
 from playbook import render
 from prometheus import promtool, rules_file
 
+from ansible_collections.llmserve.k3s.plugins.module_utils._shared import PORTS
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data" / "metric_names"
 PASSWORD = "Grafana-admin-pass-0123"
@@ -90,7 +92,7 @@ def test_one_podmonitor_per_enabled_model_selects_its_pods(bundle):
         assert spec["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
         endpoint = spec["podMetricsEndpoints"][0]
         ports = {p["name"]: p["containerPort"] for p in pod["spec"]["containers"][0]["ports"]}
-        assert ports[endpoint["port"]] == 8000 and endpoint["path"] == "/metrics"
+        assert ports[endpoint["port"]] == PORTS["vllm"] and endpoint["path"] == "/metrics"
         # model_name on every series of the target (the pod label llmserve.io/model, sanitized by Prometheus).
         relabel = {r["targetLabel"]: r["sourceLabels"] for r in endpoint["relabelings"]}
         assert relabel["model_name"] == ["__meta_kubernetes_pod_label_llmserve_io_model"]

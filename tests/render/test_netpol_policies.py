@@ -62,11 +62,12 @@ def serving(multinode):
 
 
 def _port(serving, spec):
-    """'router.metrics' -> the router's metrics containerPort; an int stays itself."""
+    """'router.metrics' -> the router's metrics containerPort ('vllm.http+1': the port after it); an int stays itself."""
     if isinstance(spec, int):
         return spec
+    spec, dummy, offset = spec.partition("+")
     owner, name = spec.split(".")
-    return serving["ports"][owner][name]
+    return serving["ports"][owner][name] + int(offset or 0)
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +86,7 @@ def test_policies_and_roles_validate(multinode):
 @pytest.mark.parametrize("src, dst, port, protocol, expected", [
     # The serving path: Traefik -> front door -> (router ->) model pods; nothing skips a hop.
     ("traefik", "frontdoor", "frontdoor.http", "TCP", True),
-    ("traefik", "frontdoor", 8081, "TCP", True),         # the gateway's forwardAuth and error pages (port auth)
+    ("traefik", "frontdoor", "frontdoor.auth", "TCP", True),  # the gateway's forwardAuth and error pages
     ("frontdoor", "vllm", "vllm.http", "TCP", True),
     ("frontdoor", "router", "router.http", "TCP", True),
     ("router", "vllm-multi", "vllm.http", "TCP", True),
@@ -118,7 +119,7 @@ def test_policies_and_roles_validate(multinode):
     ("vllm", "coredns", 53, "UDP", True),
     ("vllm", "coredns", 53, "TCP", True),
     ("vllm", "hf-cdn", 443, "TCP", True),               # models download at start (llmserve_models_predownload false)
-    ("traefik", "vllm", 8001, "TCP", False),            # only vLLM's port
+    ("traefik", "vllm", "vllm.http+1", "TCP", False),   # only vLLM's port
     ("vllm", "hf-cdn", 80, "TCP", False),
 ])
 def test_connections(serving, src, dst, port, protocol, expected):
@@ -127,12 +128,12 @@ def test_connections(serving, src, dst, port, protocol, expected):
 
 
 @pytest.mark.parametrize("src, dst, port, expected", [
-    (pod("kube-system", {"app.kubernetes.io/name": "metrics-server"}), "vllm", 8000, False),
-    (pod("default", {"app.kubernetes.io/name": "traefik"}), "vllm", 8000, False),   # right labels, wrong namespace
-    (pod("default", {"app.kubernetes.io/name": "prometheus"}), "vllm", 8000, False),
-    (pod("default", {"run": "curl"}), "vllm", 8000, False),
-    (pod("llm-serving", {"run": "debug"}), "vllm", 8000, False),  # default deny inside the namespace too
-    (pod("llm-serving", {"run": "debug"}), "router", 8000, False),
+    (pod("kube-system", {"app.kubernetes.io/name": "metrics-server"}), "vllm", "vllm.http", False),
+    (pod("default", {"app.kubernetes.io/name": "traefik"}), "vllm", "vllm.http", False),   # right labels, wrong namespace
+    (pod("default", {"app.kubernetes.io/name": "prometheus"}), "vllm", "vllm.http", False),
+    (pod("default", {"run": "curl"}), "vllm", "vllm.http", False),
+    (pod("llm-serving", {"run": "debug"}), "vllm", "vllm.http", False),  # default deny inside the namespace too
+    (pod("llm-serving", {"run": "debug"}), "router", "router.http", False),
     ("vllm", pod("default", {"app": "db"}), 5432, False),
     ("vllm", pod("kube-system", {"k8s-app": "kube-dns"}), 9153, False),
     ("vllm", {"ip": "10.43.0.1"}, 443, False),           # the API server's ClusterIP is cut out of the HTTPS rule
@@ -143,7 +144,7 @@ def test_connections(serving, src, dst, port, protocol, expected):
 def test_connections_of_other_pods(serving, src, dst, port, expected):
     def pick(peer):
         return serving["pods"][peer] if isinstance(peer, str) else peer
-    assert connection(serving["policies"], pick(src), pick(dst), port) is expected
+    assert connection(serving["policies"], pick(src), pick(dst), _port(serving, port)) is expected
 
 
 def test_only_the_prometheus_pods_of_the_monitoring_namespace_scrape(serving):
@@ -166,13 +167,13 @@ def test_traefik_reaches_every_frontdoor_port_but_metrics(serving):
 
 
 def test_predownloaded_models_get_no_https_and_scrapers_follow_the_variables(serving, predownloaded):
-    pols, vllm = _policies(predownloaded), serving["pods"]["vllm"]
+    pols, vllm, http = _policies(predownloaded), serving["pods"]["vllm"], _port(serving, "vllm.http")
     assert connection(pols, vllm, HF_CDN, 443) is False
     assert connection(pols, vllm, COREDNS, 53, "UDP") is True
-    assert connection(pols, pod("observability", {"app": "campus-prometheus"}), vllm, 8000) is True
-    assert connection(pols, pod("observability", {"app.kubernetes.io/name": "grafana"}), vllm, 8000) is False
-    assert connection(pols, pod("monitoring", {"app": "campus-prometheus"}), vllm, 8000) is False
-    assert connection(pols, PROMETHEUS, vllm, 8000) is False
+    assert connection(pols, pod("observability", {"app": "campus-prometheus"}), vllm, http) is True
+    assert connection(pols, pod("observability", {"app.kubernetes.io/name": "grafana"}), vllm, http) is False
+    assert connection(pols, pod("monitoring", {"app": "campus-prometheus"}), vllm, http) is False
+    assert connection(pols, PROMETHEUS, vllm, http) is False
     # The same pod in the default render may download: the difference is the variable, not the evaluator.
     assert connection(serving["policies"], vllm, HF_CDN, 443) is True
 
@@ -180,11 +181,11 @@ def test_predownloaded_models_get_no_https_and_scrapers_follow_the_variables(ser
 def test_default_deny_holds_without_the_allow_policies(serving):
     only_deny = [p for p in serving["policies"] if p["metadata"]["name"] == "default-deny"]
     assert only_deny and only_deny[0]["spec"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
-    pods = serving["pods"]
-    for src, dst, port in ((TRAEFIK, pods["frontdoor"], 8080), (pods["frontdoor"], pods["vllm"], 8000),
-                           (pods["vllm"], COREDNS, 53), (PROMETHEUS, pods["vllm"], 8000)):
+    pods, door, http = serving["pods"], _port(serving, "frontdoor.http"), _port(serving, "vllm.http")
+    for src, dst, port in ((TRAEFIK, pods["frontdoor"], door), (pods["frontdoor"], pods["vllm"], http),
+                           (pods["vllm"], COREDNS, 53), (PROMETHEUS, pods["vllm"], http)):
         assert connection(only_deny, src, dst, port, "UDP" if port == 53 else "TCP") is False
-    assert connection([], TRAEFIK, pods["frontdoor"], 8080) is True  # no policy at all: not isolated
+    assert connection([], TRAEFIK, pods["frontdoor"], door) is True  # no policy at all: not isolated
 
 
 # RBAC. A subject reaches a Secret's value by reading it, or by running something in the namespace that mounts it

@@ -46,7 +46,7 @@ def test_vllm_args_needs_a_planned_model():
 def test_filters_are_registered():
     assert set(llmserve.FilterModule().filters()) == {"plan", "vllm_args", "k8s_name", "gpu_nodes", "measured_weights",
                                                       "bundle_objects", "apply_steps", "prune_list", "run_scope", "prunable_kinds",
-                                                      "frontdoor_backend", "traefik_arguments", "traefik_values",
+                                                      "frontdoor_backend", "traefik_arguments", "traefik_values", "gpu_node_labels",
                                                       "lora_slots", "lora_paths",
                                                       "lora_restart_reasons"}
 

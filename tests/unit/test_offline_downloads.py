@@ -117,7 +117,8 @@ def test_model_predownload_keeps_a_complete_download_and_records_its_size(tmp_pa
     stands at a closed port) and its marker's size becomes llmserve_model_sizes; a model without one would be."""
     extra = {"model_storage_path": str(tmp_path / "models"), "model_storage_venv": str(tmp_path / "hf-venv"),
              "model_storage_hf_endpoint": "http://127.0.0.1:%d" % closed_port(),
-             "model_storage_models": [{"name": "qwen-0.5b", "model": "Qwen/Qwen2.5-0.5B-Instruct"}]}
+             "model_storage_plan": {"predownload": True, "errors": [],
+                                    "models": [{"name": "qwen-0.5b", "model": "Qwen/Qwen2.5-0.5B-Instruct", "revision": None}]}}
     markers = tmp_path / "models" / ".llmserve" / "models"
     markers.mkdir(parents=True)
     (markers / "qwen-0.5b.json").write_text('{"name": "qwen-0.5b", "model": "Qwen/Qwen2.5-0.5B-Instruct", "revision": "main", '

@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 import sizing_cases as sc
-from ansible_collections.llmserve.k3s.plugins.module_utils import _sizing, _values
+from ansible_collections.llmserve.k3s.plugins.module_utils import _plan, _shared, _sizing
 
 CASES = sc.load_cases()
 FULL = sc.scored(CASES)
@@ -114,9 +114,14 @@ def test_v0_turns_chunked_prefill_on_above_32k():
 
 
 def test_the_default_release_is_the_one_the_collection_deploys():
+    """The release is decided once (_shared.VLLM_VERSION): the images take the plan's tag, the sizing models it."""
     defaults = yaml.safe_load((ROOT / "roles" / "vllm_models" / "defaults" / "main.yml").read_text())
-    assert defaults["vllm_models_accelerator_profiles"]["nvidia"]["tag"] == "v" + _values.DEFAULT_VLLM_VERSION
-    assert _sizing.size(model_preset="llama-3.1-8b", gpu_name="L40")["vllm"]["version"] == _values.DEFAULT_VLLM_VERSION
+    for accelerator in ("nvidia", "amd"):
+        assert defaults["vllm_models_accelerator_profiles"][accelerator]["tag"] == "{{ llmserve_plan.vllm_image_tag }}"
+    ingress = yaml.safe_load((ROOT / "roles" / "ingress" / "defaults" / "main.yml").read_text())
+    assert ingress["ingress_frontdoor_image_tag"] == "{{ llmserve_plan.vllm_image_tag }}"
+    assert _plan.build_plan([], [], {}, {})["vllm_image_tag"] == "v" + _shared.VLLM_VERSION
+    assert _sizing.size(model_preset="llama-3.1-8b", gpu_name="L40")["vllm"]["version"] == _shared.VLLM_VERSION
 
 
 @pytest.mark.parametrize("case", FORMULA, ids=[c["id"] for c in FORMULA])

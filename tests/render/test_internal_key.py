@@ -97,7 +97,11 @@ def test_created_once_then_kept(api, tmp_path):
 
 
 def test_rotation_replaces_both_keys_and_restarts_their_readers(api, tmp_path):
-    assert _run(api, tmp_path).returncode == 0
+    # The Secret as the first run leaves it (test_created_once_then_kept runs that first run).
+    labels = {"app.kubernetes.io/part-of": "llmserve", "app.kubernetes.io/managed-by": "llmserve.k3s"}
+    api._store({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                "metadata": {"name": "llmserve-internal", "namespace": NS, "labels": labels},
+                "stringData": {"vllm-api-key": "a1" * 32, "signing-key": "b2" * 32}})
     old, dummy = _keys(api)
     rotated = _run(api, tmp_path, llmserve_internal_key_rotate=True)
     assert rotated.returncode == 0, rotated.stdout[-4000:]

@@ -11,7 +11,7 @@ import json
 import subprocess
 
 from bundle import container, model_objects
-from vllm_server import ensure_vllm_venv
+from vllm_server import ensure_vllm_venv, vllm_python
 
 from ansible_collections.llmserve.k3s.plugins.module_utils import _lora
 
@@ -55,6 +55,19 @@ def _expanded(deployment, objects):
     return _lora.expand(container(deployment)["args"], values)
 
 
+def _parse(argument_lists):
+    """vLLM's parser run on each argument list in the vLLM venv. The venv's python is tried as it is first (the parse
+    imports vLLM anyway); ensure_vllm_venv's import check, which costs as much again, runs only when that fails."""
+    def run(python):
+        return subprocess.run([str(python), "-c", PARSE], input=json.dumps(argument_lists), capture_output=True, text=True,
+                              timeout=600, check=False, env={"VLLM_LOGGING_LEVEL": "ERROR", "PATH": "/usr/bin:/bin"})
+
+    result = run(vllm_python()) if vllm_python().exists() else None
+    if result is None or result.returncode != 0:
+        result = run(ensure_vllm_venv())
+    return result
+
+
 def test_lora_objects_and_arguments(renders):
     dest, objects, dummy = renders.bundle(extra_vars=VARS, label="lora")
     llama = model_objects(objects, "llama")
@@ -78,8 +91,7 @@ def test_every_argument_list_with_adapters_parses_with_vllms_parser(renders):
     lists = {}
     for name in ("llama", "qwen"):
         lists[name] = _expanded(model_objects(objects, name)["Deployment"], objects)
-    result = subprocess.run([str(ensure_vllm_venv()), "-c", PARSE], input=json.dumps(list(lists.values())), capture_output=True,
-                            text=True, timeout=600, check=False, env={"VLLM_LOGGING_LEVEL": "ERROR", "PATH": "/usr/bin:/bin"})
+    result = _parse(list(lists.values()))
     assert result.returncode == 0, result.stderr[-3000:]
     llama, qwen = json.loads(result.stdout.strip().splitlines()[-1])
     assert llama == {"enable_lora": True, "max_lora_rank": 64, "max_loras": 2, "max_cpu_loras": 4, "lora_modules": [

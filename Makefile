@@ -65,7 +65,7 @@ unit: bootstrap-dev ## unit tests of module_utils, filters and modules
 	pytest -q tests/unit
 
 render-test: bootstrap-dev ## render the bundles and validate them (schemas, CRDs, semantics, tags, bad input)
-	pytest -q -n auto --dist worksteal tests/render
+	pytest -q -n auto --dist loadfile tests/render
 
 integration: bootstrap-dev ## real vLLM on CPU, real Prometheus: health module, playbooks, dashboards, alerts
 	pytest -q tests/integration

@@ -4,9 +4,8 @@
 across test files; renders asked for ahead (`prefetch`) run in the background, LLMSERVE_RENDER_JOBS at a time
 (default: the CPU count, shared out among pytest-xdist workers), while tests go on. Each render goes into a
 folder that does not exist before it (`<fresh folder>/bundle`), so a failed render can be seen to write nothing.
-Under pytest-xdist (`make render-test` runs two workers, --dist worksteal: a module's tests may run on both) the
-first worker to ask for a render runs it and the others wait for its result in the run's shared folder. Tests must
-not change a shared folder: copy it first.
+Under pytest-xdist (`make render-test` runs two workers) the first worker to ask for a render runs it and the
+others wait for its result in the run's shared folder. Tests must not change a shared folder: copy it first.
 """
 
 from __future__ import annotations

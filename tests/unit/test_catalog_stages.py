@@ -9,7 +9,6 @@ import pathlib
 import pytest
 import yaml
 
-from ansible_collections.llmserve.k3s.plugins.filter import llmserve
 from ansible_collections.llmserve.k3s.plugins.module_utils import _catalog, _model_sizing, _placement, _plan, _resolve
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]

@@ -93,8 +93,8 @@ LORA_NODES = [{"name": "gpu1", "gpu_count": 1, "gpu_memory_gib": 80, "gpu_name":
 
 def lora_model(max_cpu_loras):
     plan = _plan.plan_catalog([{"name": "llama", "model": "meta-llama/Llama-3.1-8B-Instruct", "architecture": "llama-3.1-8b",
-                                   "adapters": [{"name": "sql", "source": "org/sql"}], "max_cpu_loras": max_cpu_loras}],
-                                 LORA_NODES, LORA_DEFAULTS, LORA_CLASSES)
+                                "adapters": [{"name": "sql", "source": "org/sql"}], "max_cpu_loras": max_cpu_loras}],
+                              LORA_NODES, LORA_DEFAULTS, LORA_CLASSES)
     assert plan["errors"] == []
     return plan["models"][0]
 

@@ -202,5 +202,8 @@ def test_pinned_vllm_knows_the_otlp_traces_flag():
     python = ensure_vllm_venv()
     sources = list(python.parent.parent.glob("lib/python3*/site-packages/vllm/engine/arg_utils.py"))
     assert sources and '"--otlp-traces-endpoint"' in sources[0].read_text(encoding="utf-8")
+    # The image's tag is the plan's (decided in _shared): the release these tests install.
+    from ansible_collections.llmserve.k3s.plugins.module_utils import _shared  # pylint: disable=import-outside-toplevel
+    assert _shared.VLLM_VERSION == VLLM_VERSION
     defaults = yaml.safe_load((ROOT / "roles/vllm_models/defaults/main.yml").read_text(encoding="utf-8"))
-    assert defaults["vllm_models_accelerator_profiles"]["nvidia"]["tag"] == "v" + VLLM_VERSION
+    assert defaults["vllm_models_accelerator_profiles"]["nvidia"]["tag"] == "{{ llmserve_plan.vllm_image_tag }}"

@@ -45,6 +45,9 @@ _SECRETS_PLAY = textwrap.dedent("""\
       connection: local
       gather_facts: false
       tasks:
+        - name: The plan every role reads (its defaults take shared values from it), as the cluster play makes it
+          ansible.builtin.include_role:
+            name: llmserve.k3s.plan
         - name: Self-signed CA and host certificate (roles/ingress/tasks/tls_selfsigned.yml)
           ansible.builtin.include_role:
             name: llmserve.k3s.ingress
@@ -65,10 +68,8 @@ def make_secrets(workdir, host, basic_auth_users=()):
     play.write_text(_SECRETS_PLAY, encoding="utf-8")
     pki = workdir / "pki"
     result = run_playbook(play, "inventories/workstation", extra_vars={
-        "ingress_tls_pki_dir": str(pki), "ingress_host": host,
-        # The role's defaults read these from the plan fact; the PKI tasks alone run without a plan.
-        "ingress_namespace": "llm", "ingress_default_model": "", "ingress_tracing": {},
-        "ingress_basic_auth_users": list(basic_auth_users)}, timeout=300)
+        "ingress_tls_pki_dir": str(pki), "ingress_host": host, "ingress_basic_auth_users": list(basic_auth_users)},
+        timeout=300)
     if result.returncode != 0:
         raise RuntimeError("the PKI play failed:\n" + result.stdout[-4000:])
     return pki

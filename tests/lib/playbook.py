@@ -164,9 +164,19 @@ def config_without_preload(folder):
     return plain
 
 
+def recaps(output):
+    """{host: {'ok': n, 'changed': n, 'failed': n, ...}} of the PLAY RECAP lines (a host's first)."""
+    out = {}
+    for line in output.splitlines():
+        host, sep, counts = line.partition(":")
+        if sep and len(host.split()) == 1 and counts.split()[:1] and counts.split()[0].startswith("ok="):
+            out.setdefault(host.strip(), {k: int(v) for k, v in (p.split("=") for p in counts.split())})
+    return out
+
+
 def recap(output):
     """{'ok': n, 'changed': n, 'failed': n, ...} of the PLAY RECAP line for localhost."""
-    for line in output.splitlines():
-        if line.startswith("localhost") and "ok=" in line:
-            return {k: int(v) for k, v in (p.split("=") for p in line.split(":", 1)[1].split())}
-    raise AssertionError("no PLAY RECAP for localhost in:\n" + output[-3000:])
+    found = recaps(output).get("localhost")
+    if found is None:
+        raise AssertionError("no PLAY RECAP for localhost in:\n" + output[-3000:])
+    return found

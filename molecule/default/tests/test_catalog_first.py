@@ -5,9 +5,8 @@ Real: the host over SSH, site.yml as users run it (its cluster play is never rea
 pre-download into a fresh cache folder, so a host task that ran would leave that folder behind.
 """
 
-import re
-
 from converge_helper import converge
+from playbook import recaps
 
 CACHE = "/srv/catalog-first-cache"
 GOOD = {"name": "tiny-llama", "model": "example/tiny-llama", "params_b": 1.1}
@@ -18,12 +17,6 @@ def _state(host):
     return {"packages": host.check_output("dpkg-query -W -f '${Package} ${Version} ${Status}\\n'"),
             "cache": host.file(CACHE).exists,
             "files": host.run("find /etc/rancher /etc/apt /etc/systemd/system /usr/local/bin /opt /srv -xdev -printf '%p %T@\\n' 2>/dev/null | sort").stdout}
-
-
-def _recap(out):
-    """{host: {'ok': n, 'changed': n, ...}} of the PLAY RECAP."""
-    return {m.group(1): {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m.group(2))}
-            for m in re.finditer(r"^(\S+)\s+:\s+(ok=.*)$", out, re.M)}
 
 
 def test_a_bad_catalog_field_fails_before_any_host_task(host):
@@ -37,7 +30,7 @@ def test_a_bad_catalog_field_fails_before_any_host_task(host):
     assert "TASK [llmserve.k3s.plan : Check the catalog]" in out
     # The host play never started: no task ran on the host, none changed anything anywhere.
     assert "PLAY [Prepare the GPU hosts]" not in out
-    recap = _recap(out)
+    recap = recaps(out)
     assert all(counts.get("changed", 0) == 0 for counts in recap.values()), recap
     assert recap.get("llmserve-mol-default", {}).get("ok", 0) == 0, recap
     assert _state(host) == before

@@ -124,7 +124,7 @@ def prunable_kinds(dummy=None):
 
 class FilterModule:
     def filters(self):
-        return {"plan": plan, "vllm_args": vllm_args, "k8s_name": _catalog.k8s_name, "gpu_nodes": gpu_nodes,
+        return {"plan": plan, "plan_setting_problems": _plan.setting_problems, "vllm_args": vllm_args, "k8s_name": _catalog.k8s_name, "gpu_nodes": gpu_nodes,
                 "gpu_node_labels": gpu_node_labels, "measured_weights": measured_weights,
                 "bundle_objects": bundle_objects, "apply_steps": apply_steps, "prune_list": prune_list,
                 "run_scope": _apply.run_scope, "prunable_kinds": prunable_kinds, "frontdoor_backend": frontdoor_backend,

@@ -12,6 +12,7 @@ called, or how many GPUs there are.
 
 from __future__ import annotations
 
+import json
 import os
 
 from ansible_collections.llmserve.k3s.plugins.module_utils import _catalog, _lora, _model_sizing, _placement, _resolve, _shared
@@ -44,6 +45,29 @@ SETTINGS = {
     # The accelerator profile (llmserve_accelerator): nvidia, amd or intel-gaudi.
     "accelerator": "nvidia",
 }
+
+
+STORAGE_MODES = ("hostpath", "local-path", "longhorn")
+FIT_CHOICES = ("true", "false", "declared")
+
+
+def setting_problems(storage_mode, fit, removed_set=(), removed=None):
+    """The problems of the plan role's own settings, checked before the catalog is planned: the storage mode, how the
+    fit is checked, and role settings that copied a value the plan now decides (removed_set: the ones the run sets;
+    removed: each one's place in the plan). [] when all is well."""
+    problems = []
+    if storage_mode not in STORAGE_MODES:
+        problems.append("llmserve_storage_mode (plan_storage_mode) is %s: unknown storage mode. Fix: use hostpath (one "
+                        "shared host folder), local-path (one PVC per model) or longhorn (one RWX PVC)."
+                        % json.dumps(storage_mode))
+    if str(fit).lower() not in FIT_CHOICES:
+        problems.append("plan_fit is %s. Fix: use true (the fit on the nodes' GPUs), declared (only when the inventory "
+                        "declares GPUs) or false (the entries alone)." % json.dumps(fit))
+    if removed_set:
+        problems.append("".join("%s is no longer a setting: the plan decides it once (%s) for every role. "
+                                % (name, (removed or {}).get(name, "llmserve_plan")) for name in removed_set)
+                        + "Fix: remove it from the inventory and the command line.")
+    return problems
 
 
 def measured_weights(nodes, hostvars_sizes):

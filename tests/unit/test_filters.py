@@ -48,7 +48,7 @@ def test_filters_are_registered():
                                                       "bundle_objects", "apply_steps", "prune_list", "run_scope", "prunable_kinds",
                                                       "frontdoor_backend", "traefik_arguments", "traefik_values", "gpu_node_labels",
                                                       "lora_slots", "lora_paths",
-                                                      "lora_restart_reasons"}
+                                                      "lora_restart_reasons", "plan_setting_problems"}
 
 
 def test_the_plan_sends_multi_replica_models_to_their_router():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pathlib
 
+import pytest
 import yaml
 
 from ansible_collections.llmserve.k3s.plugins.filter import llmserve
@@ -98,3 +99,25 @@ def test_measured_weights_feed_the_gpu_sizing_of_a_preset_model():
 def test_measured_weights_filter_reads_hostvars():
     hostvars = {"workstation": {"llmserve_model_sizes": {"qwen.small": 2 * 1024 ** 3}}, "other": {}}
     assert llmserve.measured_weights(["workstation", "other"], hostvars) == {"qwen.small": 2.0}
+
+
+@pytest.mark.parametrize("storage_mode, fit, removed_set, phrases", [
+    ("nfs", True, [], ['llmserve_storage_mode (plan_storage_mode) is "nfs": unknown storage mode']),
+    ("hostpath", "maybe", [], ['plan_fit is "maybe". Fix: use true']),
+    ("longhorn", "declared", ["ingress_frontdoor_port", "vllm_models_port"],
+     ["ingress_frontdoor_port is no longer a setting: the plan decides it once (llmserve_plan.ports.frontdoor) for every "
+      "role. vllm_models_port is no longer a setting: the plan decides it once (llmserve_plan.ports.vllm)"]),
+    ("nfs", "sometimes", ["vllm_models_port"], ["unknown storage mode", "plan_fit is", "vllm_models_port is no longer"]),
+])
+def test_the_plan_role_settings_every_problem_at_once(storage_mode, fit, removed_set, phrases):
+    removed = {"ingress_frontdoor_port": "llmserve_plan.ports.frontdoor", "vllm_models_port": "llmserve_plan.ports.vllm"}
+    problems = _plan.setting_problems(storage_mode, fit, removed_set, removed)
+    assert len(problems) == len(phrases), problems
+    for problem, phrase in zip(problems, phrases):
+        assert phrase in problem and "Fix" in problem
+
+
+@pytest.mark.parametrize("storage_mode", _plan.STORAGE_MODES)
+@pytest.mark.parametrize("fit", [True, False, "declared", "True", "false"])
+def test_good_plan_role_settings_have_no_problem(storage_mode, fit):
+    assert _plan.setting_problems(storage_mode, fit, []) == []

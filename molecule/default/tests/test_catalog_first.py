@@ -27,7 +27,7 @@ def test_a_bad_catalog_field_fails_before_any_host_task(host):
     flat = " ".join(out.split())
     assert rc != 0, out[-3000:]
     assert "llmserve_models[0] (tiny-llama).dtype: unknown dtype 'float8'" in flat, out[-3000:]
-    assert "TASK [llmserve.k3s.plan : Check the catalog]" in out
+    assert "TASK [llmserve.k3s.plan : Check the catalog and the tracing settings]" in out
     # The host play never started: no task ran on the host, none changed anything anywhere.
     assert "PLAY [Prepare the GPU hosts]" not in out
     recap = recaps(out)

@@ -16,6 +16,7 @@ import shutil
 import pytest
 import yaml
 
+from batches import flat, pack
 from k8s_schema import validate
 from playbook import render
 from prometheus import promtool, rules_file
@@ -299,21 +300,34 @@ def recap_changed(output):
     return recap(output)["changed"]
 
 
-BAD_INPUT = [
-    ({"monitoring_namespace": "Monitoring"}, "monitoring_namespace"),
-    ({"monitoring_stack_chart_version": "latest"}, "monitoring_stack_chart_version"),
-    ({"monitoring_dcgm_image_tag": "latest"}, "monitoring_dcgm_image_tag"),
-    ({"monitoring_alert_kv_cache_ratio": 90}, "monitoring_alert_kv_cache_ratio"),
-    ({"monitoring_alert_ttft_p95_seconds": 0}, "monitoring_alert_ttft_p95_seconds"),
-    ({"monitoring_alert_queue_for": "5 minutes"}, "monitoring_alert_queue_for"),
-    ({"llmserve_ingress_host": "LLM_host"}, "monitoring_grafana_ingress_host"),
-    ({"monitoring_grafana_middlewares": [{"namespace": "llm-serving"}]}, "monitoring_grafana_middlewares"),
-    ({"monitoring_adapter_metrics": ["vllm num waiting"]}, "monitoring_adapter_metrics"),
+# variable -> (extra vars, its own message, the messages it makes). Every monitoring problem is reported at once, so
+# cases with no variable and no message in common share a run (tests/lib/batches.py).
+BAD_INPUT = {
+    "monitoring_namespace": ({"monitoring_namespace": "Monitoring"}, 'monitoring_namespace is "Monitoring": not a DNS-1123 label',
+                             "namespace"),
+    "monitoring_stack_chart_version": ({"monitoring_stack_chart_version": "latest"},
+                                       'monitoring_stack_chart_version is "latest": not a pinned version', "stack-chart"),
+    "monitoring_dcgm_image_tag": ({"monitoring_dcgm_image_tag": "latest"}, 'monitoring_dcgm_image_tag is "latest"', "dcgm"),
+    "monitoring_alert_kv_cache_ratio": ({"monitoring_alert_kv_cache_ratio": 90}, "monitoring_alert_kv_cache_ratio 90, ", "alerts"),
+    "monitoring_alert_ttft_p95_seconds": ({"monitoring_alert_ttft_p95_seconds": 0}, "monitoring_alert_ttft_p95_seconds 0, ",
+                                          "alerts"),
+    "monitoring_alert_queue_for": ({"monitoring_alert_queue_for": "5 minutes"},
+                                   'monitoring_alert_queue_for is "5 minutes": not a Prometheus duration', "queue-for"),
+    "monitoring_grafana_ingress_host": ({"llmserve_ingress_host": "LLM_host"}, 'monitoring_grafana_ingress_host "LLM_host"',
+                                        "grafana-route"),
+    "monitoring_grafana_middlewares": ({"monitoring_grafana_middlewares": [{"namespace": "llm-serving"}]},
+                                       'monitoring_grafana_middlewares [{"namespace": "llm-serving"}]', "grafana-route"),
+    "monitoring_adapter_metrics": ({"monitoring_adapter_metrics": ["vllm num waiting"]},
+                                   'monitoring_adapter_metrics ["vllm num waiting"] must be', "adapter"),
     # Applying the stack without a Grafana password stops in preflight, before any cluster call.
-    ({"llmserve_apply": True}, "llmserve_grafana_admin_password"),
-    ({"monitoring_alert_quota_store_down_for": "a minute"}, "monitoring_alert_quota_store_down_for"),
-    ({"monitoring_alert_quota_refusals_per_hour": -1}, "monitoring_alert_quota_refusals_per_hour"),
-]
+    "llmserve_grafana_admin_password": ({"llmserve_apply": True}, "The Grafana admin password is missing or shorter than 8 "
+                                        "characters. Fix: set llmserve_grafana_admin_password", "password"),
+    "monitoring_alert_quota_store_down_for": ({"monitoring_alert_quota_store_down_for": "a minute"},
+                                              'monitoring_alert_quota_store_down_for is "a minute"', "store-down-for"),
+    "monitoring_alert_quota_refusals_per_hour": ({"monitoring_alert_quota_refusals_per_hour": -1},
+                                                 "monitoring_alert_quota_refusals_per_hour -1 must be", "alerts"),
+}
+BAD_RUNS, BAD_RUN_OF = pack({variable: (spec[0], "monitoring", spec[2]) for variable, spec in BAD_INPUT.items()}, "bad")
 
 
 OTLP = "http://tempo.monitoring.svc:4317"
@@ -325,16 +339,21 @@ PREFETCH = {
         "monitoring_adapter_prometheus_url": "http://prometheus-operated.observability.svc"}},
     "otlp": {"tags": "models", "extra_vars": {"llmserve_otlp_traces_endpoint": OTLP}},
     "no-quotas": {"tags": "monitoring", "extra_vars": {"llmserve_ingress_host": "llm.example.org"}},
-} | {"bad-" + variable: {"tags": "monitoring", "extra_vars": extra, "env": {"GRAFANA_ADMIN_PASSWORD": ""}}
-     for extra, variable in BAD_INPUT}
+} | {label: {"tags": "monitoring", "extra_vars": extra, "env": {"GRAFANA_ADMIN_PASSWORD": ""}}
+     for label, extra in BAD_RUNS.items()}
 
 
-@pytest.mark.parametrize("variable", [case[1] for case in BAD_INPUT])
+@pytest.mark.parametrize("variable", list(BAD_INPUT))
 def test_bad_input_fails_in_preflight_naming_the_variable(renders, variable):
-    dest, result = renders.run(label="bad-" + variable, **PREFETCH["bad-" + variable])
+    dest, result = renders.run(label=BAD_RUN_OF[variable], **PREFETCH[BAD_RUN_OF[variable]])
     assert result.returncode != 0
-    assert variable in result.stdout and "Fix" in result.stdout, result.stdout[-3000:]
+    assert BAD_INPUT[variable][1] in flat(result.stdout), result.stdout[-3000:]
+    assert "TASK [llmserve.k3s.monitoring : Check the monitoring settings]" in result.stdout.split("FAILED!")[0]
     assert not dest.exists()
+
+
+def test_the_bad_monitoring_settings_share_few_runs():
+    assert len(BAD_RUNS) <= len(BAD_INPUT) // 3
 
 
 def test_otlp_traces_endpoint_reaches_every_model(renders):

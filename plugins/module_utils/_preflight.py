@@ -1,7 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, llmserve.k3s contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The ingress and monitoring roles' setting checks: every problem at once, each naming the variable and the fix.
+"""The cluster roles' setting checks (ingress, monitoring, namespace, GPU plugin): every problem at once, each
+naming the variable and the fix.
 
 Pure logic, stdlib only. The roles' preflight task files pass their settings in one mapping and fail with the whole
 list, so a run that has several bad settings says all of them, and one task does what a task per check did.
@@ -33,6 +34,9 @@ _RELEASE = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+$")
 _URL_PATH = re.compile(r"^(/[-a-zA-Z0-9_.]+)*/?$")
 _DURATION = re.compile(r"^[0-9]+(ms|s|m|h|d|w|y)$")
 _METRIC = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+_NO_SPACE = re.compile(r"^\S+$")
+ACCELERATORS = ("nvidia", "amd", "intel-gaudi")
+GPU_STACKS = ("device-plugin", "gpu-operator", "none")
 
 
 def js(value):
@@ -297,4 +301,49 @@ def monitoring_problems(settings, plan):
             "2.5.0), monitoring_jaeger_max_traces %s (>= 1). Fix: set llmserve_monitoring_namespace (not monitoring_namespace "
             "alone) to move the monitoring component, and fix the one that does not match."
             % (js(backend), js(jaeger_namespace), js(s["namespace"]), js(s["jaeger_image_tag"]), js(s["jaeger_max_traces"])))
+    return problems
+
+
+def namespace_problems(settings):
+    """Every problem of the llm_namespace role's settings (named without the llm_namespace_ prefix); [] when all is well."""
+    s = settings
+    problems = []
+    if not (matches(_DNS_LABEL, s["name"]) and len(s["name"]) <= 63):
+        problems.append("llmserve_namespace (llm_namespace_name) is %s: not a DNS-1123 label. Fix: use lower-case letters, "
+                        "digits and '-', at most 63 characters, e.g. llm-serving." % js(s["name"]))
+    quota = s["gpu_quota"]
+    if not (quota is None or (number(quota) and as_int(quota) >= 0)):
+        problems.append("llm_namespace_gpu_quota is %s: not a whole number of GPUs. Fix: set 0 or more, or leave it unset."
+                        % js(quota))
+    groups = list(s["operators_groups"]) + list(s["viewers_groups"])
+    if (_netsec.bad_ip_ranges(list(s["egress_https_cidrs"]) + list(s["egress_https_except"]))
+            or not matches(_DNS_LABEL, s["monitoring_namespace"]) or not all(matches(_NO_SPACE, g) for g in groups)):
+        problems.append(
+            "llm_namespace_egress_https_cidrs %s must be CIDRs, llmserve_monitoring_namespace %s a namespace name, and "
+            "llm_namespace_operators_groups / llm_namespace_viewers_groups lists of group names without spaces. "
+            "Fix: e.g. [0.0.0.0/0], monitoring, [llmserve-operators]." % (js(s["egress_https_cidrs"]), js(s["monitoring_namespace"])))
+    # An empty selector would admit every pod of the monitoring namespace (Grafana too) to vLLM's key-free endpoints.
+    labels = s["prometheus_pod_labels"]
+    if not (isinstance(labels, dict) and labels):
+        problems.append(
+            "llm_namespace_prometheus_pod_labels is %s: the network policies admit only the pods with these labels in %s to "
+            "the metrics ports and to vLLM. Fix: give the labels your Prometheus pods carry, e.g. "
+            "{app.kubernetes.io/name: prometheus}." % (js(labels), s["monitoring_namespace"]))
+    return problems
+
+
+def gpu_problems(settings):
+    """Every problem of the gpu_device_plugin role's settings (named without the prefix); [] when all is well."""
+    s = settings
+    problems = []
+    accelerator, stack = s["accelerator"], s["stack"]
+    if not (accelerator in ACCELERATORS and stack in GPU_STACKS and (accelerator == "nvidia" or stack == "none")):
+        problems.append(
+            "llmserve_accelerator is %s and llmserve_gpu_stack %s. Fix: llmserve_accelerator is nvidia, amd or intel-gaudi; "
+            "llmserve_gpu_stack is device-plugin, gpu-operator or none, and must be none for amd / intel-gaudi (install the "
+            "vendor's device plugin yourself)." % (js(accelerator), js(stack)))
+    replicas = s["time_slicing_replicas"]
+    if not (re.match(r"^[0-9]+$", str(replicas)) and 1 <= as_int(replicas) <= 16):
+        problems.append("llmserve_gpu_time_slicing_replicas (gpu_device_plugin_time_slicing_replicas) is %s. Fix: 1 (no "
+                        "sharing) up to 16 pods per GPU." % js(replicas))
     return problems

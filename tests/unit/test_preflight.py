@@ -1,4 +1,4 @@
-"""Unit tests of the ingress and monitoring setting checks (plugins/module_utils/_preflight.py).
+"""Unit tests of the cluster roles' setting checks (plugins/module_utils/_preflight.py).
 
 Each case changes one setting of a good set and expects exactly one problem, naming the variable; several bad
 settings give every problem at once; no message shows a key or a password. tests/render/test_ingress_preflight.py
@@ -244,7 +244,73 @@ def test_every_monitoring_problem_at_once():
     assert len(problems) == 5, problems
 
 
+NAMESPACE = {"name": "llm-serving", "gpu_quota": None, "egress_https_cidrs": ["0.0.0.0/0", "::/0"],
+             "egress_https_except": ["10.42.0.0/16", "10.43.0.0/16"], "monitoring_namespace": "monitoring",
+             "operators_groups": ["llmserve-operators"], "viewers_groups": ["llmserve-viewers"],
+             "prometheus_pod_labels": {"app.kubernetes.io/name": "prometheus"}}
+
+NAMESPACE_CASES = {
+    "name-upper": ({"name": "LLM_serving"}, 'llmserve_namespace (llm_namespace_name) is "LLM_serving": not a DNS-1123 label'),
+    "name-long": ({"name": "a" * 64}, "llmserve_namespace (llm_namespace_name) is"),
+    "quota-negative": ({"gpu_quota": -1}, "llm_namespace_gpu_quota is -1: not a whole number of GPUs"),
+    "quota-text": ({"gpu_quota": "four"}, 'llm_namespace_gpu_quota is "four"'),
+    "egress-range": ({"egress_https_cidrs": ["0.0.0.0/0", "10.0.0.1/8"]}, 'llm_namespace_egress_https_cidrs ["0.0.0.0/0", "10.0.0.1/8"]'),
+    "egress-except-range": ({"egress_https_except": ["campus"]}, "must be CIDRs"),
+    "monitoring-namespace": ({"monitoring_namespace": "Mon"}, 'llmserve_monitoring_namespace "Mon" a namespace name'),
+    "group-space": ({"viewers_groups": ["lab viewers"]}, "lists of group names without spaces"),
+    "group-not-text": ({"operators_groups": [7]}, "lists of group names without spaces"),
+    "labels-empty": ({"prometheus_pod_labels": {}}, "llm_namespace_prometheus_pod_labels is {}: the network policies admit only"),
+    "labels-list": ({"prometheus_pod_labels": ["prometheus"]}, 'llm_namespace_prometheus_pod_labels is ["prometheus"]'),
+}
+
+
+def test_good_namespace_settings_have_no_problem():
+    assert not _preflight.namespace_problems(NAMESPACE)
+    assert not _preflight.namespace_problems(dict(NAMESPACE, gpu_quota=0))
+    assert not _preflight.namespace_problems(dict(NAMESPACE, gpu_quota=8, operators_groups=[], viewers_groups=[]))
+
+
+@pytest.mark.parametrize("case", sorted(NAMESPACE_CASES))
+def test_each_bad_namespace_setting_is_one_problem_naming_it(case):
+    changes, phrase = NAMESPACE_CASES[case]
+    problems = _preflight.namespace_problems(dict(NAMESPACE, **changes))
+    assert len(problems) == 1, problems
+    assert phrase in problems[0] and "Fix" in problems[0]
+
+
+def test_every_namespace_problem_at_once():
+    changes = {"name": "LLM", "gpu_quota": -1, "viewers_groups": ["a b"], "prometheus_pod_labels": {}}
+    assert len(_preflight.namespace_problems(dict(NAMESPACE, **changes))) == 4
+
+
+GPU = {"accelerator": "nvidia", "stack": "device-plugin", "time_slicing_replicas": 1}
+
+
+@pytest.mark.parametrize("changes", [{}, {"stack": "gpu-operator"}, {"stack": "none"}, {"accelerator": "amd", "stack": "none"},
+                                     {"accelerator": "intel-gaudi", "stack": "none"}, {"time_slicing_replicas": 16},
+                                     {"time_slicing_replicas": "4"}])
+def test_good_gpu_settings_have_no_problem(changes):
+    assert not _preflight.gpu_problems(dict(GPU, **changes))
+
+
+@pytest.mark.parametrize("changes, phrase", [
+    ({"accelerator": "tpu"}, 'llmserve_accelerator is "tpu" and llmserve_gpu_stack "device-plugin"'),
+    ({"stack": "helm"}, 'llmserve_gpu_stack "helm"'),
+    ({"accelerator": "amd"}, "must be none for amd / intel-gaudi"),
+    ({"time_slicing_replicas": 0}, "llmserve_gpu_time_slicing_replicas (gpu_device_plugin_time_slicing_replicas) is 0."),
+    ({"time_slicing_replicas": 17}, "is 17. Fix: 1 (no sharing) up to 16"),
+    ({"time_slicing_replicas": 1.5}, "is 1.5."),
+    ({"time_slicing_replicas": "two"}, 'is "two".'),
+])
+def test_each_bad_gpu_setting_is_one_problem_naming_it(changes, phrase):
+    problems = _preflight.gpu_problems(dict(GPU, **changes))
+    assert len(problems) == 1, problems
+    assert phrase in problems[0]
+
+
 def test_the_filters_are_the_checks():
     filters = preflight.FilterModule().filters()
     assert filters["ingress_problems"] is _preflight.ingress_problems
     assert filters["monitoring_problems"] is _preflight.monitoring_problems
+    assert filters["namespace_problems"] is _preflight.namespace_problems
+    assert filters["gpu_problems"] is _preflight.gpu_problems

@@ -9,26 +9,31 @@ runs alone.
 
 from __future__ import annotations
 
-import json
-
 
 def pack(cases, prefix="batch"):
-    """(runs, run_of): runs {label: extra vars} and run_of {case: label}; cases {case: (extra vars, phase, checks)},
-    checks a string or a tuple of strings. Deterministic: cases are placed in sorted order, first fit."""
+    """(runs, run_of): runs {label: extra vars} and run_of {case: label}; cases {case: (extra vars, phase, checks)} or
+    (extra vars, phase, checks, appended), checks a string or a tuple of strings, appended the variables whose lists
+    the case's entries join (catalog entries whose messages name the entry, not its place): two cases that both
+    append a variable share it. Deterministic: cases are placed in sorted order, first fit."""
     runs, members, run_of = {}, {}, {}
     for case in sorted(cases):
-        extra, phase, checks = cases[case]
+        extra, phase, checks = cases[case][:3]
+        appended = set(cases[case][3]) & set(extra) if len(cases[case]) > 3 else set()
+        fixed = set(extra) - appended
         checks = {checks} if isinstance(checks, str) else set(checks)
-        for label, (run_phase, run_vars, run_checks) in members.items():
-            if run_phase == phase and not run_vars & set(extra) and not run_checks & checks:
+        for label, (run_phase, run_fixed, run_appended, run_checks) in members.items():
+            if (run_phase == phase and not fixed & (run_fixed | run_appended) and not appended & run_fixed
+                    and not run_checks & checks):
                 break
         else:
-            label = "%s-%s-%d" % (prefix, phase, sum(1 for p, _v, _c in members.values() if p == phase))
-            members[label] = (phase, set(), set())
+            label = "%s-%s-%d" % (prefix, phase, sum(1 for member in members.values() if member[0] == phase))
+            members[label] = (phase, set(), set(), set())
             runs[label] = {}
-        members[label][1].update(extra)
-        members[label][2].update(checks)
-        runs[label].update(extra)
+        members[label][1].update(fixed)
+        members[label][2].update(appended)
+        members[label][3].update(checks)
+        for key, value in extra.items():
+            runs[label][key] = runs[label].get(key, []) + list(value) if key in appended else value
         run_of[case] = label
     return runs, run_of
 
@@ -36,8 +41,3 @@ def pack(cases, prefix="batch"):
 def flat(output):
     """The output with Ansible's YAML line folding and quote doubling undone: messages are searched in this."""
     return " ".join(output.split()).replace("''", "'")
-
-
-def shown(value):
-    """A value as the messages show it (JSON)."""
-    return json.dumps(value)

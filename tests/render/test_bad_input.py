@@ -1,22 +1,28 @@
 """Bad input fails in preflight, before any file is written, with a message naming the field and the fix.
 
 Each case is a real render into a folder that does not exist yet; after the failed run it must still not exist.
-The runs are independent: they all start in the session's render pool when the module starts.
+The runs are independent: they all start in the session's render pool when the module starts. The plan reports every
+catalog entry's problems and the tracing settings' at once: the cases whose messages name their own entry (not its
+place) join their entries into one catalog, and cases refused by the same task with no variable and no message in
+common share a run (tests/lib/batches.py); each case's own message must be in its run.
 """
 
 from __future__ import annotations
 
 import pytest
 
+from batches import flat, pack
+
 MODEL = {"name": "m", "model": "org/m", "params_b": 1.0}
 KEYS = ["sk-bad-input-key-AAAA-0000-secret", "sk-bad-input-key-BBBB-1111-secret"]
 
 
-def _models(*changes):
-    """A catalog of one valid model per change, each updated with the change (None deletes the key)."""
+def _models(*changes, prefix="m"):
+    """A catalog of one valid model per change (named prefix0, prefix1, ...), each updated with the change (None
+    deletes the key)."""
     out = []
     for index, change in enumerate(changes):
-        entry = dict(MODEL, name="m%d" % index)
+        entry = dict(MODEL, name="%s%d" % (prefix, index))
         for key, value in change.items():
             if value is None:
                 entry.pop(key, None)
@@ -33,11 +39,11 @@ CASES = {
     "names-clash-as-objects": ({"llmserve_models": [dict(MODEL, name="a.b"), dict(MODEL, name="a-b")]}, None,
                                ["llmserve_models[1] (a-b).name", "clashes with llmserve_models[0] (a.b)"]),
     "name-not-dns-1123": (_models({"name": "Llama_3"}), None,
-                          ["llmserve_models[0] (Llama_3).name: 'Llama_3' is not a DNS-1123 name", "lower-case letters"]),
+                          ["(Llama_3).name: 'Llama_3' is not a DNS-1123 name", "lower-case letters"]),
     "name-missing": (_models({"name": None}), None, ["llmserve_models[0].name: missing", "DNS-1123 name"]),
-    "unknown-quantization": (_models({"quantization": "awq4"}), None,
-                             ["(m0).quantization: unknown quantization 'awq4'", "awq_marlin"]),
-    "unknown-dtype": (_models({"dtype": "fp16"}), None, ["(m0).dtype: unknown dtype 'fp16'", "bfloat16"]),
+    "unknown-quantization": (_models({"quantization": "awq4"}, prefix="quant"), None,
+                             ["(quant0).quantization: unknown quantization 'awq4'", "awq_marlin"]),
+    "unknown-dtype": (_models({"dtype": "fp16"}, prefix="dtype"), None, ["(dtype0).dtype: unknown dtype 'fp16'", "bfloat16"]),
     "gpus-beyond-the-nodes": (_models({"replicas": 3}, {"replicas": 2}), None,
                               ["(m1).replicas: replica 2 needs 1 GPU(s) on one node", "the nodes have 4",
                                "lower replicas or tensor_parallel_size"]),
@@ -46,23 +52,23 @@ CASES = {
                                        "set tensor_parallel_size to 4 or less"]),
     "weights-beyond-gpu-memory": (_models({"params_b": 70.0}), None,
                                   ["(m0).tensor_parallel_size: the weights (130.4 GiB) over 1 GPU(s)", "quantization"]),
-    "negative-replicas": (_models({"replicas": -1}), None, ["(m0).replicas: -1 is negative", "set 0 or more replicas"]),
-    "missing-model-id": (_models({"model": None}), None, ["(m0).model: missing model id", "Hugging Face id"]),
-    "unknown-field": (_models({"max_model_length": 4096}), None,
-                      ["(m0).max_model_length: unknown field", "did you mean max_model_len?"]),
-    "unknown-autoscaling-field": (_models({"autoscaling": {"enabled": True, "max_replica": 3}}), None,
-                                  ["(m0).autoscaling.max_replica: unknown field", "did you mean max_replicas?"]),
-    "managed-vllm-flag": (_models({"extra_args": ["--max-model-len=4096"]}), None,
-                          ["(m0).extra_args: --max-model-len is set by the role", "catalog field max_model_len"]),
+    "negative-replicas": (_models({"replicas": -1}, prefix="neg"), None, ["(neg0).replicas: -1 is negative", "set 0 or more replicas"]),
+    "missing-model-id": (_models({"model": None}, prefix="noid"), None, ["(noid0).model: missing model id", "Hugging Face id"]),
+    "unknown-field": (_models({"max_model_length": 4096}, prefix="field"), None,
+                      ["(field0).max_model_length: unknown field", "did you mean max_model_len?"]),
+    "unknown-autoscaling-field": (_models({"autoscaling": {"enabled": True, "max_replica": 3}}, prefix="scale"), None,
+                                  ["(scale0).autoscaling.max_replica: unknown field", "did you mean max_replicas?"]),
+    "managed-vllm-flag": (_models({"extra_args": ["--max-model-len=4096"]}, prefix="flag"), None,
+                          ["(flag0).extra_args: --max-model-len is set by the role", "catalog field max_model_len"]),
     # vLLM reads '_' as '-' in a flag's name and --flag=value as --flag value; --api-key would replace the internal key.
     "managed-vllm-flag-spellings": (_models({"extra_args": ["--served_model_name", "x", "--gpu_memory_utilization=0.99",
-                                                            "--max_model_len", "999999", "--api-key", "weak"]}), None,
-                                    ["(m0).extra_args: --served_model_name (vLLM reads it as --served-model-name) is set by the role",
+                                                            "--max_model_len", "999999", "--api-key", "weak"]}, prefix="spell"), None,
+                                    ["(spell0).extra_args: --served_model_name (vLLM reads it as --served-model-name) is set by the role",
                                      "set the catalog field name instead",
-                                     "(m0).extra_args: --gpu_memory_utilization (vLLM reads it as --gpu-memory-utilization)",
+                                     "(spell0).extra_args: --gpu_memory_utilization (vLLM reads it as --gpu-memory-utilization)",
                                      "set the catalog field gpu_memory_utilization instead",
-                                     "(m0).extra_args: --max_model_len (vLLM reads it as --max-model-len)",
-                                     "(m0).extra_args: --api-key is set by the role",
+                                     "(spell0).extra_args: --max_model_len (vLLM reads it as --max-model-len)",
+                                     "(spell0).extra_args: --api-key is set by the role",
                                      "client API keys are llmserve_api_keys, checked at the gateway"]),
     "named-keys-duplicate-name": ({"llmserve_api_keys": [{"name": "alice", "key": KEYS[0]}, {"name": "alice", "key": KEYS[1]}]}, None,
                                   ["llmserve_api_keys[1].name: 'alice' is used twice (also llmserve_api_keys[0]). "
@@ -71,11 +77,11 @@ CASES = {
                         ["llmserve_api_keys[1].key: an empty key. Fix: set a key of 16 or more characters"]),
     "same-key-twice": ({"llmserve_api_keys": [KEYS[0], {"name": "bob", "key": KEYS[0], "groups": ["staff"]}]}, None,
                        ["llmserve_api_keys[1].key: the same key as llmserve_api_keys[0] (key-"]),
-    "unknown-router-policy": (_models({"router_policy": "cache-aware", "replicas": 2}), None,
-                              ["(m0).router_policy: 'cache-aware' is not a vllm-router policy", "did you mean cache_aware?",
+    "unknown-router-policy": (_models({"router_policy": "cache-aware", "replicas": 2}, prefix="policy"), None,
+                              ["(policy0).router_policy: 'cache-aware' is not a vllm-router policy", "did you mean cache_aware?",
                                "cache_aware, consistent_hash, round_robin"]),
-    "router-policy-against-affinity": (_models({"router_policy": "round_robin", "session_affinity": True, "replicas": 2}), None,
-                                       ["(m0).router_policy: 'round_robin' cannot keep a client on one replica",
+    "router-policy-against-affinity": (_models({"router_policy": "round_robin", "session_affinity": True, "replicas": 2}, prefix="affinity"),
+                                       None, ["(affinity0).router_policy: 'round_robin' cannot keep a client on one replica",
                                         "use router_policy consistent_hash"]),
     # LoRA adapters: a name clash (adapter names are model names to clients), an architecture vLLM serves without
     # LoRA, a rank above vLLM's --max-lora-rank choices.
@@ -83,11 +89,11 @@ CASES = {
                            ["(m0).adapters[0].name: 'm1' clashes with llmserve_models[1].name",
                             "give the adapter a name no model or other adapter has"]),
     "adapter-without-lora-support": (_models({"architecture": "falcon-7b", "params_b": None,
-                                              "adapters": [{"name": "a", "source": "org/a"}]}), None,
-                                     ["(m0).adapters: architecture falcon-7b (vLLM's FalconForCausalLM) has no LoRA support",
+                                              "adapters": [{"name": "falcon-a", "source": "org/a"}]}, prefix="falcon"), None,
+                                     ["(falcon0).adapters: architecture falcon-7b (vLLM's FalconForCausalLM) has no LoRA support",
                                       "merge the adapter into the weights"]),
-    "adapter-rank-too-large": (_models({"adapters": [{"name": "a", "source": "org/a", "rank": 1024}]}), None,
-                               ["(m0).adapters[0].rank: 1024 is not a rank vLLM accepts (a whole number from 1 to 512",
+    "adapter-rank-too-large": (_models({"adapters": [{"name": "rank-a", "source": "org/a", "rank": 1024}]}, prefix="rank"), None,
+                               ["(rank0).adapters[0].rank: 1024 is not a rank vLLM accepts (a whole number from 1 to 512",
                                 "at most 512"]),
     "catalog-not-a-list": ({"llmserve_models": {"name": "m"}}, None,
                            ["llmserve_models is a mapping, not a list. Fix: write the catalog as a list of mappings"]),
@@ -119,16 +125,44 @@ CASES = {
 }
 
 
-PREFETCH = {case: {"extra_vars": spec[0], "tags": spec[1]} for case, spec in CASES.items()}
+# The cases whose messages name their own entry (not its place): their entries join one catalog.
+ENTRY_CASES = ("name-not-dns-1123", "unknown-quantization", "unknown-dtype", "negative-replicas", "missing-model-id",
+               "unknown-field", "unknown-autoscaling-field", "managed-vllm-flag", "managed-vllm-flag-spellings",
+               "unknown-router-policy", "router-policy-against-affinity", "adapter-without-lora-support",
+               "adapter-rank-too-large")
+# The task that refuses a case (with the run's --tags); the others are the plan's catalog and tracing check.
+TASKS = {"unknown-storage-mode": "plan-settings", "unknown-storage-mode-model-tag": "plan-settings",
+         "named-keys-duplicate-name": "ingress", "named-key-empty": "ingress", "same-key-twice": "ingress",
+         "disabled-model-by-tag": "select", "bad-namespace": "namespace", "bad-cache-size": "storage"}
+
+
+def _phase(case):
+    tags = CASES[case][1]
+    return TASKS.get(case, "catalog") + ("@" + tags if tags else "")
+
+
+RUNS, RUN_OF = pack({case: (spec[0], _phase(case), "tracing" if case.startswith("tracing-") else case,
+                            ("llmserve_models",) if case in ENTRY_CASES else ())
+                     for case, spec in CASES.items()})
+PREFETCH = {label: {"extra_vars": extra, "tags": next(CASES[c][1] for c in CASES if RUN_OF[c] == label)}
+            for label, extra in RUNS.items()}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_bad_input_fails_before_writing(case, renders):
-    dest, result = renders.run(label=case, **PREFETCH[case])
-    output = " ".join(result.stdout.split())  # messages are folded across lines in the output
+    dest, result = renders.run(label=RUN_OF[case], **PREFETCH[RUN_OF[case]])
+    output = flat(result.stdout)  # messages are folded across lines in the output
     assert result.returncode != 0, output[-2000:]
     for expected in CASES[case][2]:
         assert expected in output, "%r not in:\n%s" % (expected, output[-3000:])
     assert not dest.exists(), sorted(str(p) for p in dest.rglob("*"))
     for key in KEYS:  # the identity checks print names and positions, never a key
         assert key not in result.stdout
+
+
+def test_the_entry_cases_share_one_catalog_and_few_runs():
+    assert len({RUN_OF[case] for case in ENTRY_CASES}) == 1
+    catalog = RUNS[RUN_OF[ENTRY_CASES[0]]]["llmserve_models"]
+    assert len(catalog) == len(ENTRY_CASES)
+    assert len({entry.get("name") for entry in catalog}) == len(catalog)
+    assert len(RUNS) < len(CASES) * 2 // 3

@@ -80,9 +80,9 @@ CASES = {
     "unknown-router-policy": (_models({"router_policy": "cache-aware", "replicas": 2}, prefix="policy"), None,
                               ["(policy0).router_policy: 'cache-aware' is not a vllm-router policy", "did you mean cache_aware?",
                                "cache_aware, consistent_hash, round_robin"]),
-    "router-policy-against-affinity": (_models({"router_policy": "round_robin", "session_affinity": True, "replicas": 2}, prefix="affinity"),
-                                       None, ["(affinity0).router_policy: 'round_robin' cannot keep a client on one replica",
-                                        "use router_policy consistent_hash"]),
+    "router-policy-against-affinity": (
+        _models({"router_policy": "round_robin", "session_affinity": True, "replicas": 2}, prefix="affinity"), None,
+        ["(affinity0).router_policy: 'round_robin' cannot keep a client on one replica", "use router_policy consistent_hash"]),
     # LoRA adapters: a name clash (adapter names are model names to clients), an architecture vLLM serves without
     # LoRA, a rank above vLLM's --max-lora-rank choices.
     "adapter-name-clash": (_models({"adapters": [{"name": "m1", "source": "org/a"}]}, {}), None,

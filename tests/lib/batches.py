@@ -13,8 +13,8 @@ from __future__ import annotations
 def pack(cases, prefix="batch"):
     """(runs, run_of): runs {label: extra vars} and run_of {case: label}; cases {case: (extra vars, phase, checks)} or
     (extra vars, phase, checks, appended), checks a string or a tuple of strings, appended the variables whose lists
-    the case's entries join (catalog entries whose messages name the entry, not its place): two cases that both
-    append a variable share it. Deterministic: cases are placed in sorted order, first fit."""
+    or mappings the case's entries join (catalog entries, quota groups, whose messages name the entry, not its place):
+    two cases that both append a variable share it (their entries must have names of their own). Deterministic: cases are placed in sorted order, first fit."""
     runs, members, run_of = {}, {}, {}
     for case in sorted(cases):
         extra, phase, checks = cases[case][:3]
@@ -33,7 +33,12 @@ def pack(cases, prefix="batch"):
         members[label][2].update(appended)
         members[label][3].update(checks)
         for key, value in extra.items():
-            runs[label][key] = runs[label].get(key, []) + list(value) if key in appended else value
+            if key not in appended:
+                runs[label][key] = value
+            elif isinstance(value, dict):
+                runs[label][key] = dict(runs[label].get(key, {}), **value)
+            else:
+                runs[label][key] = runs[label].get(key, []) + list(value)
         run_of[case] = label
     return runs, run_of
 

@@ -105,10 +105,14 @@ PRELOAD = ("ansible.cli.playbook", "ansible.plugins.inventory", "ansible.plugins
 
 def serve(path):
     """Import ansible-core, listen on the socket path, fork one child per connection; never returns."""
+    import gc  # pylint: disable=import-outside-toplevel
     import importlib  # pylint: disable=import-outside-toplevel
 
     for name in PRELOAD:
         importlib.import_module(name)
+    # What the server imported lives as long as it does: frozen, the cyclic collector of each run (and of each task
+    # worker the run forks) skips it instead of walking it, which would also copy its pages into that process.
+    gc.freeze()
     if os.path.exists(path):
         os.unlink(path)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -70,3 +70,31 @@ def test_every_entry_point_used_has_an_argument_spec(where, role, entry):
     specs = _load(ROOT / "roles" / role / "meta" / "argument_specs.yml")["argument_specs"]
     assert entry in specs, "%s calls %s with tasks_from %s, which meta/argument_specs.yml has no entry point for" % (where, role, entry)
     assert set(specs[entry].get("options") or {}) == set(specs["main"].get("options") or {}), (role, entry)
+
+
+def _imports(path):
+    """(role, tasks_from, validates) of the import_role tasks of a task file, in order."""
+    out = []
+    for task in _load(ROOT / path):
+        call = task.get("ansible.builtin.import_role")
+        if call:
+            out.append((call["name"].split(".")[-1], call.get("tasks_from", "main"), call.get("rolespec_validate", True)))
+    return out
+
+
+@pytest.mark.parametrize("files", [["playbooks/tasks/cluster_render.yml"],
+                                   ["playbooks/tasks/cluster_render.yml", "playbooks/tasks/cluster_apply.yml"]])
+def test_every_role_is_validated_by_its_first_import_and_only_then(files):
+    """render.yml runs cluster_render.yml, cluster.yml both files in one play: a role's first import there validates
+    its settings (its check, tagged always), the later ones do not again (they take the same options)."""
+    seen = set()
+    for role, entry, validates in [call for path in files for call in _imports(path)]:
+        assert validates == (role not in seen), (role, entry)
+        seen.add(role)
+
+
+def test_a_full_render_validates_each_role_once(workstation):
+    tasks = [line for line in workstation[2].splitlines() if line.startswith("TASK [") and "Validating arguments" in line]
+    roles = [line.split("TASK [")[1].split(" :")[0] for line in tasks]
+    assert sorted(roles) == sorted(set(roles)), roles
+    assert {"llmserve.k3s.plan", "llmserve.k3s.ingress", "llmserve.k3s.monitoring", "llmserve.k3s.vllm_models"} <= set(roles)

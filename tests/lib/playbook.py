@@ -61,6 +61,7 @@ class PlaybookServer:
         with open(output, encoding="utf-8", errors="replace") as handle:
             text = handle.read()
         os.unlink(output)
+        os.environ["LAST_CPU"]=str(json.loads(answer).get("cpu"))
         return subprocess.CompletedProcess(cmd, json.loads(answer)["returncode"], stdout=text)
 
     def close(self):
@@ -143,7 +144,7 @@ def _log_run(playbook, inventory, extra_vars, tags, check, extra_args, seconds):
     if not log:
         return
     entry = {"playbook": str(playbook), "inventory": str(inventory), "extra_vars": extra_vars, "tags": tags,
-             "check": check, "args": list(extra_args), "seconds": round(seconds, 1), "ended": round(time.time(), 1),
+             "check": check, "args": list(extra_args), "seconds": round(seconds, 1), "cpu": os.environ.pop("LAST_CPU", None), "ended": round(time.time(), 1),
              "test": os.environ.get("PYTEST_CURRENT_TEST", ""), "worker": os.environ.get("PYTEST_XDIST_WORKER", "")}
     with open(log, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(entry, sort_keys=True, default=str) + "\n")

@@ -91,7 +91,9 @@ def _child(conn):
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
-        conn.sendall(json.dumps({"returncode": code}).encode() + b"\n")
+        import resource
+        a=resource.getrusage(resource.RUSAGE_SELF); b=resource.getrusage(resource.RUSAGE_CHILDREN)
+        conn.sendall(json.dumps({"returncode": code, "cpu": a.ru_utime+a.ru_stime+b.ru_utime+b.ru_stime}).encode() + b"\n")
         os._exit(code)  # pylint: disable=protected-access
 
 

@@ -63,10 +63,14 @@ def _one(objects, kind, name):
 def bundle(renders):
     """The workstation bundle with an ingress host, Grafana middlewares and the test thresholds; the Grafana
     password is in the environment, as it would come from Vault."""
+    return renders.bundle(extra_vars=_bundle_vars(), env={"GRAFANA_ADMIN_PASSWORD": PASSWORD}, label="monitoring")
+
+
+def _bundle_vars():
     extra = {"llmserve_ingress_host": "llm.example.org", "monitoring_grafana_middlewares": MIDDLEWARES,
              "llmserve_quotas": QUOTAS}
     extra.update(THRESHOLDS)
-    return renders.bundle(extra_vars=extra, env={"GRAFANA_ADMIN_PASSWORD": PASSWORD}, label="monitoring")
+    return extra
 
 
 def test_every_monitoring_object_validates(bundle):
@@ -287,12 +291,16 @@ def test_external_prometheus_renders_only_monitors_rules_and_dashboards(renders)
     assert {p: e for p, o in objects.items() if (e := validate(o))} == {}
 
 
-def test_render_again_changes_nothing(tmp_path):
-    first = render(tmp_path, tags="monitoring")
-    second = render(tmp_path, tags="monitoring")
-    assert first.returncode == second.returncode == 0, second.stdout[-3000:]
-    assert (tmp_path / "monitoring" / "prometheusrule-llmserve-alerts.yaml").exists()
-    assert recap_changed(second.stdout) == 0
+def test_render_again_changes_nothing(bundle, tmp_path):
+    """The monitoring tag on a bundle the same settings rendered: nothing changes."""
+    folder = tmp_path / "bundle"
+    shutil.copytree(bundle[0], folder)
+    before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    again = render(folder, extra_vars=_bundle_vars(), tags="monitoring", env={"GRAFANA_ADMIN_PASSWORD": PASSWORD})
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert "TASK [llmserve.k3s.monitoring : Render the monitoring component]" in again.stdout
+    assert recap_changed(again.stdout) == 0
+    assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
 
 
 def recap_changed(output):

@@ -61,8 +61,10 @@ class PlaybookServer:
         with open(output, encoding="utf-8", errors="replace") as handle:
             text = handle.read()
         os.unlink(output)
-        os.environ["LAST_CPU"]=str(json.loads(answer).get("cpu"))
-        return subprocess.CompletedProcess(cmd, json.loads(answer)["returncode"], stdout=text)
+        answer = json.loads(answer)
+        result = subprocess.CompletedProcess(cmd, answer["returncode"], stdout=text)
+        result.cpu_s = answer.get("cpu_s")
+        return result
 
     def close(self):
         self.process.terminate()
@@ -134,17 +136,18 @@ def run_playbook(playbook, inventory, extra_vars=None, tags=None, check=False, e
     else:
         result = subprocess.run(cmd, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, timeout=timeout, check=False)
-    _log_run(playbook, inventory, extra_vars, tags, check, extra_args, time.monotonic() - started)
+    _log_run(playbook, inventory, extra_vars, tags, check, extra_args, time.monotonic() - started, getattr(result, "cpu_s", None))
     return result
 
 
-def _log_run(playbook, inventory, extra_vars, tags, check, extra_args, seconds):
-    """One JSON line per run into $LLMSERVE_PLAYBOOK_LOG when set: how many runs a suite makes and what they cost."""
+def _log_run(playbook, inventory, extra_vars, tags, check, extra_args, seconds, cpu_s):  # pylint: disable=too-many-arguments
+    """One JSON line per run into $LLMSERVE_PLAYBOOK_LOG when set: how many runs a suite makes and what they cost
+    (seconds of wall time; cpu_s, the run's CPU seconds, for a run the playbook server made, else null)."""
     log = os.environ.get("LLMSERVE_PLAYBOOK_LOG")
     if not log:
         return
     entry = {"playbook": str(playbook), "inventory": str(inventory), "extra_vars": extra_vars, "tags": tags,
-             "check": check, "args": list(extra_args), "seconds": round(seconds, 1), "cpu": os.environ.pop("LAST_CPU", None), "ended": round(time.time(), 1),
+             "check": check, "args": list(extra_args), "seconds": round(seconds, 1), "cpu_s": cpu_s, "ended": round(time.time(), 1),
              "test": os.environ.get("PYTEST_CURRENT_TEST", ""), "worker": os.environ.get("PYTEST_XDIST_WORKER", "")}
     with open(log, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(entry, sort_keys=True, default=str) + "\n")

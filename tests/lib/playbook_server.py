@@ -10,8 +10,8 @@ when its ANSIBLE_* settings, locale, HOME and Python variables are that environm
 otherwise (ansible-core reads its configuration when it is imported).
 
 Protocol over a Unix socket, one connection per run: the client sends one JSON line {argv, env, cwd, output};
-the child answers {"pid": n} when it starts and {"returncode": n} when main() has returned and the run's exit
-handlers have run.
+the child answers {"pid": n} when it starts and {"returncode": n, "cpu_s": seconds} when main() has returned and the
+run's exit handlers have run (cpu_s: the CPU time of the run and its task workers).
 """
 
 from __future__ import annotations
@@ -57,6 +57,14 @@ def _fresh_local_tmp():
     atexit.register(cleanup_tmp_file, constants.DEFAULT_LOCAL_TMP, warn=True)
 
 
+def _cpu_seconds():
+    """CPU seconds of this run so far: its own and its finished task workers' (a forked child starts from zero)."""
+    import resource  # pylint: disable=import-outside-toplevel
+
+    own, workers = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + workers.ru_utime + workers.ru_stime
+
+
 def _child(conn):
     """Become the run: its folder, environment, output and arguments, then ansible-playbook's main()."""
     import atexit  # pylint: disable=import-outside-toplevel
@@ -91,9 +99,7 @@ def _child(conn):
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
-        import resource
-        a=resource.getrusage(resource.RUSAGE_SELF); b=resource.getrusage(resource.RUSAGE_CHILDREN)
-        conn.sendall(json.dumps({"returncode": code, "cpu": a.ru_utime+a.ru_stime+b.ru_utime+b.ru_stime}).encode() + b"\n")
+        conn.sendall(json.dumps({"returncode": code, "cpu_s": round(_cpu_seconds(), 3)}).encode() + b"\n")
         os._exit(code)  # pylint: disable=protected-access
 
 

@@ -64,6 +64,7 @@ def test_a_forked_run_is_the_command_run(tmp_path, server, fail):
                                     timeout=300, check=False)
         else:
             result = server.run(cmd, env, timeout=300)
+            assert 0 < result.cpu_s < 300  # the run's CPU time, its task workers' included
         runs[way] = (result.returncode, result.stdout.replace(str(out), "OUT"), (out / "answer.txt").read_text())
     assert runs["server"] == runs["command"]
     assert runs["server"][0] == (2 if fail else 0)

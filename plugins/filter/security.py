@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, llmserve.k3s contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Filters of the ingress and gpu_device_plugin roles: input checks, identities, htpasswd content for Traefik's BasicAuth,
+"""Filters of the ingress, llm_namespace and gpu_device_plugin roles: identities, egress blocks, htpasswd content for Traefik's BasicAuth,
 allocatable GPUs."""
 
 from __future__ import annotations
@@ -86,7 +86,6 @@ def allocatable(nodes, resource):
 
 class FilterModule:
     def filters(self):
-        return {"htpasswd": htpasswd, "bad_ip_ranges": _netsec.bad_ip_ranges, "is_dns_name": _netsec.is_dns_name,
-                "egress_ip_blocks": _netsec.egress_ip_blocks, "allocatable": allocatable,
-                "identity_errors": _identity.identity_errors, "api_identities": api_identities,
+        return {"htpasswd": htpasswd, "egress_ip_blocks": _netsec.egress_ip_blocks, "allocatable": allocatable,
+                "api_identities": api_identities,
                 "basic_identities": basic_identities, "gateway_identities": gateway_identities}

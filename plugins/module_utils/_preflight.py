@@ -15,7 +15,7 @@ import json
 import numbers
 import re
 
-from ansible_collections.llmserve.k3s.plugins.module_utils import _guard, _identity, _netsec, _quotas
+from ansible_collections.llmserve.k3s.plugins.module_utils import _catalog, _guard, _identity, _lora, _netsec, _quotas, _shared
 
 AUTH_MODES = ("api-key", "basic", "forward", "none")
 TLS_MODES = ("self-signed", "secret", "cert-manager")
@@ -27,15 +27,12 @@ _URL = re.compile(r"^https?://[^\s/]+")
 _REDIS_PASSWORD = re.compile(r"^[!#-&(-\[\]-~]{16,}$")
 _SIZE = re.compile(r"^[0-9]+(Mi|Gi|Ti)$")
 _AB_PATH = re.compile(r"^/[a-z0-9][-a-z0-9]*$")
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS_NAME = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _VERSION = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+([-+.][0-9A-Za-z.-]+)?$")
 _RELEASE = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+$")
 _URL_PATH = re.compile(r"^(/[-a-zA-Z0-9_.]+)*/?$")
 _DURATION = re.compile(r"^[0-9]+(ms|s|m|h|d|w|y)$")
 _METRIC = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _NO_SPACE = re.compile(r"^\S+$")
-ACCELERATORS = ("nvidia", "amd", "intel-gaudi")
 GPU_STACKS = ("device-plugin", "gpu-operator", "none")
 
 
@@ -44,18 +41,14 @@ def js(value):
     return json.dumps(value)
 
 
-def whole(value):
-    """A whole number, not a bool (Jinja's `integer` test)."""
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def number(value):
     """Any number (Jinja's `number` test)."""
     return isinstance(value, numbers.Number)
 
 
 def at_least(value, low):
-    return whole(value) and value >= low
+    """A whole number (not a bool: Jinja's `integer` test) of at least low."""
+    return _catalog.is_int(value) and value >= low
 
 
 def matches(pattern, value):
@@ -162,7 +155,7 @@ def _frontdoor_problems(s, problems):
     limits = [s["max_answer_s"], s["frontdoor_small_body_bytes"], s["frontdoor_large_body_slots"],
               s["frontdoor_max_in_flight"], s["frontdoor_body_timeout_s"]]
     good = (all(at_least(value, 1) for value in limits) and at_least(s["frontdoor_prestop_s"], 0)
-            and whole(s["frontdoor_workers"]) and 1 <= s["frontdoor_workers"] <= 64)
+            and _catalog.is_int(s["frontdoor_workers"]) and 1 <= s["frontdoor_workers"] <= 64)
     # The comparisons hold only between numbers: another type is a problem already.
     good = good and number(s["max_request_body_bytes"]) and s["frontdoor_small_body_bytes"] <= s["max_request_body_bytes"]
     good = good and number(s["frontdoor_read_timeout_s"]) and s["max_answer_s"] >= s["frontdoor_read_timeout_s"]
@@ -248,7 +241,7 @@ def monitoring_problems(settings, plan):
     problems = []
     for var, value in (("monitoring_namespace", s["namespace"]),
                        ("monitoring_serving_namespace (llmserve_namespace)", s["serving_namespace"])):
-        if not (matches(_DNS_LABEL, value) and len(value) <= 63):
+        if not (matches(_lora.DNS1123_LABEL, value) and len(value) <= 63):
             problems.append("%s is %s: not a DNS-1123 label. Fix: lower-case letters, digits and '-', at most 63 characters "
                             "(e.g. monitoring, llm-serving)." % (var, js(value)))
     for var in ("stack_chart_version", "adapter_chart_version", "dcgm_image_tag"):
@@ -256,7 +249,7 @@ def monitoring_problems(settings, plan):
             problems.append("monitoring_%s is %s: not a pinned version. Fix: give an exact release such as 88.1.3 (charts) "
                             "or 4.5.2-4.8.1-ubuntu22.04 (DCGM exporter), never a range or latest." % (var, js(s[var])))
     host, path, middlewares = s["grafana_ingress_host"], s["grafana_ingress_path"], s["grafana_middlewares"]
-    if not ((not host or matches(_DNS_NAME, host)) and matches(_URL_PATH, path) and isinstance(middlewares, list)
+    if not ((not host or matches(_catalog.DNS1123_SUBDOMAIN, host)) and matches(_URL_PATH, path) and isinstance(middlewares, list)
             and all(isinstance(m, dict) and "name" in m for m in middlewares)):
         problems.append(
             "The Grafana route is invalid: monitoring_grafana_ingress_host %s (a DNS name or empty), "
@@ -308,7 +301,7 @@ def namespace_problems(settings):
     """Every problem of the llm_namespace role's settings (named without the llm_namespace_ prefix); [] when all is well."""
     s = settings
     problems = []
-    if not (matches(_DNS_LABEL, s["name"]) and len(s["name"]) <= 63):
+    if not (matches(_lora.DNS1123_LABEL, s["name"]) and len(s["name"]) <= 63):
         problems.append("llmserve_namespace (llm_namespace_name) is %s: not a DNS-1123 label. Fix: use lower-case letters, "
                         "digits and '-', at most 63 characters, e.g. llm-serving." % js(s["name"]))
     quota = s["gpu_quota"]
@@ -317,7 +310,7 @@ def namespace_problems(settings):
                         % js(quota))
     groups = list(s["operators_groups"]) + list(s["viewers_groups"])
     if (_netsec.bad_ip_ranges(list(s["egress_https_cidrs"]) + list(s["egress_https_except"]))
-            or not matches(_DNS_LABEL, s["monitoring_namespace"]) or not all(matches(_NO_SPACE, g) for g in groups)):
+            or not matches(_lora.DNS1123_LABEL, s["monitoring_namespace"]) or not all(matches(_NO_SPACE, g) for g in groups)):
         problems.append(
             "llm_namespace_egress_https_cidrs %s must be CIDRs, llmserve_monitoring_namespace %s a namespace name, and "
             "llm_namespace_operators_groups / llm_namespace_viewers_groups lists of group names without spaces. "
@@ -337,7 +330,7 @@ def gpu_problems(settings):
     s = settings
     problems = []
     accelerator, stack = s["accelerator"], s["stack"]
-    if not (accelerator in ACCELERATORS and stack in GPU_STACKS and (accelerator == "nvidia" or stack == "none")):
+    if not (accelerator in _shared.GPU_RESOURCES and stack in GPU_STACKS and (accelerator == "nvidia" or stack == "none")):
         problems.append(
             "llmserve_accelerator is %s and llmserve_gpu_stack %s. Fix: llmserve_accelerator is nvidia, amd or intel-gaudi; "
             "llmserve_gpu_stack is device-plugin, gpu-operator or none, and must be none for amd / intel-gaudi (install the "

@@ -9,7 +9,6 @@ Traefik (Python: a sitecustomize wrapping socket.getaddrinfo; curl: connect-to i
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import pathlib
@@ -21,7 +20,7 @@ import time
 
 import pytest
 
-from traefik_stack import HOST, SERVING_KEYS, SERVING_MODELS
+from traefik_stack import HOST, SERVING_KEYS, SERVING_MODELS, Cuts
 
 openai = pytest.importorskip("openai")
 httpx = pytest.importorskip("httpx")
@@ -108,9 +107,7 @@ def test_a_soak_of_streams_through_the_whole_path_our_hops_cut_none(serving, nam
             await sdk.close()
         return results, outcomes, time.monotonic() - started
 
-    access_log = serving.traefik.access_log_path
-    access_before = access_log.stat().st_size if access_log.exists() else 0
-    door_before = [door.log.stat().st_size for door in serving.frontdoors]
+    cuts = Cuts(serving)
     try:
         results, outcomes, elapsed = asyncio.run(run())
     finally:
@@ -119,15 +116,7 @@ def test_a_soak_of_streams_through_the_whole_path_our_hops_cut_none(serving, nam
     errors = [repr(r)[:200] for r in results if isinstance(r, BaseException)]
     # What Traefik and the front doors logged during the soak: the streams Traefik aborted (200 to the client, no
     # status from the backend) and the answers the front doors saw their client (Traefik) leave.
-    with open(access_log, "rb") as handle:
-        handle.seek(access_before)
-        aborted = [e for e in map(json.loads, handle.read().decode().splitlines())
-                   if e.get("RequestPath") == "/v1/chat/completions" and e.get("OriginStatus") == 0]
-    left = 0
-    for door, before in zip(serving.frontdoors, door_before):
-        with open(door.log, "rb") as handle:
-            handle.seek(before)
-            left += handle.read().decode(errors="replace").count("the client closed the connection before the answer ended")
+    aborted, left = cuts.aborted(), cuts.left()
     print(f"\n{SOAK_STREAMS} streams, {SOAK_CONCURRENCY} at a time, in {elapsed:.0f}s: {len(outcomes)} complete, "
           f"{len(errors)} failed {errors[:3]}; the SDK retried {len(retried)} requests before their answer began; "
           f"Traefik aborted {len(aborted)} {[e.get('StartUTC') for e in aborted]}, the front doors saw {left} leave")

@@ -168,10 +168,6 @@ def _closest(word, choices):
     return found[0] if found else None
 
 
-def is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def problem(index, name, field, text, fix):
     """One catalog problem. index and name: the entry's (None for the catalog as a whole); field: the entry's field."""
     return {"index": index, "name": name, "field": field, "problem": text, "fix": fix}
@@ -303,20 +299,20 @@ def _check_fields(index, name, spec, classes, problems):
         problems.add(index, name, "size_class", "unknown class %r" % (spec["size_class"],), "use one of " + ", ".join(sorted(classes)))
     for field in ("max_model_len", "max_num_seqs", "max_num_batched_tokens"):
         value = spec[field]
-        if value is not None and (not is_int(value) or value < 1):
+        if value is not None and (not _values.is_int(value) or value < 1):
             problems.add(index, name, field, "%r is not a positive integer" % (value,), "set a whole number of at least 1, or leave it unset")
     gmu = spec["gpu_memory_utilization"]
     if isinstance(gmu, bool) or not isinstance(gmu, (int, float)) or not 0 < gmu <= 1:
         problems.add(index, name, "gpu_memory_utilization", "%r is not in (0, 1]" % (gmu,), "use a share such as 0.9")
     tp = spec["tensor_parallel_size"]
-    if not is_int(tp) or tp < 1:
+    if not _values.is_int(tp) or tp < 1:
         problems.add(index, name, "tensor_parallel_size", "%r is not a positive integer" % (tp,), "set the GPUs per replica, 1 or more")
-    if not is_int(spec["replicas"]) or spec["replicas"] < 0:
+    if not _values.is_int(spec["replicas"]) or spec["replicas"] < 0:
         problems.add(index, name, "replicas", "%r is negative or not an integer" % (spec["replicas"],), "set 0 or more replicas")
     auto = spec["autoscaling"]
     if auto["enabled"]:
         lo, hi = auto["min_replicas"], auto["max_replicas"]
-        if not (is_int(lo) and is_int(hi) and 1 <= lo <= hi):
+        if not (_values.is_int(lo) and _values.is_int(hi) and 1 <= lo <= hi):
             problems.add(index, name, "autoscaling", "min_replicas %r / max_replicas %r: need 1 <= min_replicas <= max_replicas" % (lo, hi),
                          "set autoscaling.min_replicas and autoscaling.max_replicas accordingly")
     if not isinstance(spec["extra_args"], list) or not all(isinstance(a, str) for a in spec["extra_args"]):

@@ -19,6 +19,8 @@ import os
 import posixpath
 import re
 
+from ansible_collections.llmserve.k3s.plugins.module_utils import _values
+
 # vLLM 0.32, vllm/config/lora.py: MaxLoRARanks = Literal[1, 8, 16, 32, 64, 128, 256, 320, 512]; max_lora_rank defaults to 16.
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 DEFAULT_RANK = 16
@@ -55,10 +57,6 @@ LORA_CLASSES = frozenset((
     "Mistral3ForConditionalGeneration", "GptOssForCausalLM"))
 # vLLM runs a pooling model (embeddings, scores) without a sampler: the catalog's adapters are for generation.
 POOLING_FLAGS = ("--runner", "--convert", "--task")
-
-
-def _is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def round_rank(rank):
@@ -104,7 +102,7 @@ def check_entry(entry, report, cache=MODEL_CACHE):
     adapters = entry.get("adapters")
     for field in ("max_loras", "max_cpu_loras"):
         value = entry.get(field)
-        if value is not None and (not _is_int(value) or value < 1):
+        if value is not None and (not _values.is_int(value) or value < 1):
             report(field, "%r is not a positive integer" % (value,), "set a whole number of at least 1, or leave it unset")
     if adapters is None:
         return
@@ -146,7 +144,7 @@ def check_entry(entry, report, cache=MODEL_CACHE):
         if adapter.get("revision") is not None and not isinstance(adapter["revision"], str):
             report(where + ".revision", "%r is not a string" % (adapter["revision"],), "quote the branch, tag or commit")
         rank = adapter.get("rank")
-        if rank is not None and (not _is_int(rank) or rank < 1 or rank > LORA_RANKS[-1]):
+        if rank is not None and (not _values.is_int(rank) or rank < 1 or rank > LORA_RANKS[-1]):
             report(where + ".rank", "%r is not a rank vLLM accepts (a whole number from 1 to %d, --max-lora-rank)" % (rank, LORA_RANKS[-1]),
                    "give the adapter's r from its adapter_config.json, at most %d" % LORA_RANKS[-1])
 
@@ -179,7 +177,7 @@ def read_rank(folder):
             rank = json.load(handle).get("r")
     except (OSError, ValueError, AttributeError):
         return None
-    return rank if _is_int(rank) and rank > 0 else None
+    return rank if _values.is_int(rank) and rank > 0 else None
 
 
 def default_max_cpu_loras(count):

@@ -15,7 +15,7 @@ import json
 import numbers
 import re
 
-from ansible_collections.llmserve.k3s.plugins.module_utils import _catalog, _guard, _identity, _lora, _netsec, _quotas, _shared
+from ansible_collections.llmserve.k3s.plugins.module_utils import _catalog, _guard, _identity, _lora, _netsec, _quotas, _shared, _values
 
 AUTH_MODES = ("api-key", "basic", "forward", "none")
 TLS_MODES = ("self-signed", "secret", "cert-manager")
@@ -48,7 +48,7 @@ def number(value):
 
 def at_least(value, low):
     """A whole number (not a bool: Jinja's `integer` test) of at least low."""
-    return _catalog.is_int(value) and value >= low
+    return _values.is_int(value) and value >= low
 
 
 def matches(pattern, value):
@@ -155,7 +155,7 @@ def _frontdoor_problems(s, problems):
     limits = [s["max_answer_s"], s["frontdoor_small_body_bytes"], s["frontdoor_large_body_slots"],
               s["frontdoor_max_in_flight"], s["frontdoor_body_timeout_s"]]
     good = (all(at_least(value, 1) for value in limits) and at_least(s["frontdoor_prestop_s"], 0)
-            and _catalog.is_int(s["frontdoor_workers"]) and 1 <= s["frontdoor_workers"] <= 64)
+            and _values.is_int(s["frontdoor_workers"]) and 1 <= s["frontdoor_workers"] <= 64)
     # The comparisons hold only between numbers: another type is a problem already.
     good = good and number(s["max_request_body_bytes"]) and s["frontdoor_small_body_bytes"] <= s["max_request_body_bytes"]
     good = good and number(s["frontdoor_read_timeout_s"]) and s["max_answer_s"] >= s["frontdoor_read_timeout_s"]

@@ -39,7 +39,7 @@ ONLINE_QUANT = ("fp8", "bitsandbytes", "experts_int8")
 
 def serving(entry, replicas, autoscaling):
     """How the front door reaches a model: several replicas (or an HPA) get one vllm-router in front of them."""
-    router = bool(autoscaling) or (_catalog.is_int(replicas) and replicas > 1)
+    router = bool(autoscaling) or (_values.is_int(replicas) and replicas > 1)
     name = _catalog.k8s_name(entry["name"])
     return {"k8s_name": name, "session_affinity": entry.get("session_affinity") is True, "router_enabled": router,
             "router_policy": entry.get("router_policy") or ("consistent_hash" if entry.get("session_affinity") is True else "cache_aware"),
@@ -104,7 +104,7 @@ def resolve_entry(index, entry, defaults, classes, predownload=False, measured=N
     spec["weights_gib"], sources["weights_gib"] = weights(entry["name"], estimate, spec["quantization"], measured)
     if sources["weights_gib"] == "measured":
         spec["weights_measured"] = True
-    tp = spec["tensor_parallel_size"] if _catalog.is_int(spec["tensor_parallel_size"]) else 1
+    tp = spec["tensor_parallel_size"] if _values.is_int(spec["tensor_parallel_size"]) else 1
     spec["weights_gib_per_gpu"] = None if not spec["weights_gib"] else round(float(spec["weights_gib"]) / (tp if tp > 0 else 1), 2)
     # From the estimate, as it always was: measured weights change the budget of a preset model, through its sizing.
     spec["startup_budget_s"] = startup_budget_s(estimate or 16.0, not predownload)

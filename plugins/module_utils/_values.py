@@ -35,6 +35,11 @@ KV_CACHE_DTYPES = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
 KV_CACHE_DTYPE_BYTES = {"fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1}
 
 
+def is_int(value):
+    """An integer as YAML gives it: true and false are not numbers here, though Python's bool is an int."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def dtype_bytes(dtype):
     return DTYPE_BYTES.get(dtype, 2)
 

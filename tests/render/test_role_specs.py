@@ -98,3 +98,27 @@ def test_a_full_render_validates_each_role_once(workstation):
     roles = [line.split("TASK [")[1].split(" :")[0] for line in tasks]
     assert sorted(roles) == sorted(set(roles)), roles
     assert {"llmserve.k3s.plan", "llmserve.k3s.ingress", "llmserve.k3s.monitoring", "llmserve.k3s.vllm_models"} <= set(roles)
+
+
+def _choices():
+    """(role, option, what the project's own check allows) for the options whose argument spec lists choices too."""
+    from ansible_collections.llmserve.k3s.plugins.module_utils import _preflight, _shared, _traefik, _tracing
+
+    return [("gpu_device_plugin", "gpu_device_plugin_accelerator", tuple(_shared.GPU_RESOURCES)),
+            ("gpu_device_plugin", "gpu_device_plugin_stack", _preflight.GPU_STACKS),
+            ("vllm_models", "vllm_models_accelerator", tuple(_shared.GPU_RESOURCES)),
+            ("ingress", "ingress_auth_mode", _preflight.AUTH_MODES),
+            ("ingress", "ingress_tls_mode", _preflight.TLS_MODES),
+            ("ingress", "ingress_alias_headers_strategy", _traefik.HEADER_STRATEGIES),
+            ("ingress", "ingress_traefik_external_traffic_policy", _traefik.TRAFFIC_POLICIES),
+            ("ingress", "ingress_traefik_kind", _traefik.KINDS),
+            ("monitoring", "monitoring_tracing_backend", _tracing.BACKENDS)]
+
+
+@pytest.mark.parametrize("role, option, allowed", _choices(), ids=lambda v: v if isinstance(v, str) else None)
+def test_an_argument_specs_choices_are_what_the_check_allows(role, option, allowed):
+    """The argument spec refuses a value before the role's check sees it: both must allow the same values, else a
+    value one allows is refused by the other with a message that does not name what the other allows."""
+    specs = _load(ROOT / "roles" / role / "meta" / "argument_specs.yml")["argument_specs"]
+    for entry, spec in specs.items():
+        assert sorted(spec["options"][option]["choices"]) == sorted(allowed), (role, entry, option)

@@ -59,6 +59,11 @@ LORA_CLASSES = frozenset((
 POOLING_FLAGS = ("--runner", "--convert", "--task")
 
 
+def is_dns_label(name):
+    """A Kubernetes name of one DNS-1123 label: lower-case letters, digits and '-', at most 63 characters."""
+    return isinstance(name, str) and len(name) <= 63 and DNS1123_LABEL.match(name) is not None
+
+
 def round_rank(rank):
     """The smallest rank vLLM accepts for --max-lora-rank at or above rank (None above the largest)."""
     for allowed in LORA_RANKS:
@@ -127,7 +132,7 @@ def check_entry(entry, report, cache=MODEL_CACHE):
             if key not in ADAPTER_FIELDS:
                 report("%s.%s" % (where, key), "unknown field", "known fields: " + ", ".join(ADAPTER_FIELDS))
         name = adapter.get("name")
-        if not isinstance(name, str) or len(name) > 63 or not DNS1123_LABEL.match(name):
+        if not is_dns_label(name):
             report(where + ".name", "%r is not a DNS-1123 label" % (name,),
                    "use lower-case letters, digits and '-' (at most 63), starting and ending with a letter or digit")
         source = adapter.get("source")

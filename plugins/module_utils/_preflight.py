@@ -15,7 +15,7 @@ import json
 import numbers
 import re
 
-from ansible_collections.llmserve.k3s.plugins.module_utils import _catalog, _guard, _identity, _lora, _netsec, _quotas, _shared, _values
+from ansible_collections.llmserve.k3s.plugins.module_utils import _catalog, _guard, _identity, _lora, _netsec, _quotas, _shared, _tracing, _values
 
 AUTH_MODES = ("api-key", "basic", "forward", "none")
 TLS_MODES = ("self-signed", "secret", "cert-manager")
@@ -94,12 +94,11 @@ def _rate_limit(var, limit):
             "keys (%s given). %s Fix: e.g. %s." % shown)
 
 
-def _auth_problems(s, problems):
+def _auth_problems(s, keys, users, problems):
+    """The problems of the auth mode and of the identities it uses (keys, users: those of the mode, else [])."""
     mode = s["auth_mode"]
     if mode not in AUTH_MODES:
         problems.append("llmserve_auth_mode (ingress_auth_mode) is %s. Fix: use api-key, basic, forward or none." % js(mode))
-    keys = s["api_keys"] if mode == "api-key" else []
-    users = s["basic_auth_users"] if mode == "basic" else []
     problems.extend(_identity.identity_errors(keys, users))
     # Credentials are needed where they are applied: a render-only run writes no Secret and needs none.
     if mode == "api-key" and not s["api_keys"] and s["apply"]:
@@ -205,7 +204,10 @@ def ingress_problems(settings, plan):
             "llmserve_ingress_tls_mode (ingress_tls_mode) is %s with ingress_tls_secret %s and ingress_cert_manager_issuer %s. "
             "Fix: use self-signed, secret (a kubernetes.io/tls Secret named by ingress_tls_secret) or cert-manager "
             "(set ingress_cert_manager_issuer to an existing issuer)." % (js(mode), js(s["tls_secret"]), js(s["cert_manager_issuer"])))
-    _auth_problems(s, problems)
+    # The identities of the auth mode in use: their problems, and the groups the quotas may name.
+    keys = s["api_keys"] if s["auth_mode"] == "api-key" else []
+    users = s["basic_auth_users"] if s["auth_mode"] == "basic" else []
+    _auth_problems(s, keys, users, problems)
     for var in ("ingress_address_rate_limit", "ingress_rate_limit"):
         problem = _rate_limit(var, s[var[len("ingress_"):]])
         if problem:
@@ -216,8 +218,7 @@ def ingress_problems(settings, plan):
             "ingress_rate_limit_redis is set (%s) but no longer exists. Fix: remove it and set llmserve_redis_enabled: true "
             "(the collection renders Redis, Service llmserve-redis, and the per-identity rate limit counts in it across "
             "Traefik replicas; it is on already when llmserve_quotas is set)." % js(s["rate_limit_redis"]))
-    groups = _quotas.known_groups(s["auth_mode"], s["api_keys"] if s["auth_mode"] == "api-key" else [],
-                                  s["basic_auth_users"] if s["auth_mode"] == "basic" else [])
+    groups = _quotas.known_groups(s["auth_mode"], keys, users)
     problems.extend(_quotas.quota_errors(s["quotas"], groups, s["quota_on_redis_error"], s["auth_mode"]))
     problems.extend(_guard.policy_errors(s["guard"], plan["catalog"]))
     _redis_problems(s, problems)
@@ -241,7 +242,7 @@ def monitoring_problems(settings, plan):
     problems = []
     for var, value in (("monitoring_namespace", s["namespace"]),
                        ("monitoring_serving_namespace (llmserve_namespace)", s["serving_namespace"])):
-        if not (matches(_lora.DNS1123_LABEL, value) and len(value) <= 63):
+        if not _lora.is_dns_label(value):
             problems.append("%s is %s: not a DNS-1123 label. Fix: lower-case letters, digits and '-', at most 63 characters "
                             "(e.g. monitoring, llm-serving)." % (var, js(value)))
     for var in ("stack_chart_version", "adapter_chart_version", "dcgm_image_tag"):
@@ -286,7 +287,7 @@ def monitoring_problems(settings, plan):
             "The Grafana admin password is missing or shorter than 8 characters. Fix: set llmserve_grafana_admin_password in "
             "Ansible Vault (or export GRAFANA_ADMIN_PASSWORD), or set monitoring_external_prometheus: true to skip the stack.")
     backend, jaeger_namespace = s["tracing_backend"], plan["tracing"].get("jaeger_namespace")
-    if not (backend in ("none", "jaeger") and (backend != "jaeger" or jaeger_namespace == s["namespace"])
+    if not (backend in _tracing.BACKENDS and (backend != "jaeger" or jaeger_namespace == s["namespace"])
             and _RELEASE.match(str(s["jaeger_image_tag"])) and at_least(s["jaeger_max_traces"], 1)):
         problems.append(
             "monitoring_tracing_backend %s (none or jaeger), Jaeger's namespace in the plan %s and monitoring_namespace %s "
@@ -301,7 +302,7 @@ def namespace_problems(settings):
     """Every problem of the llm_namespace role's settings (named without the llm_namespace_ prefix); [] when all is well."""
     s = settings
     problems = []
-    if not (matches(_lora.DNS1123_LABEL, s["name"]) and len(s["name"]) <= 63):
+    if not _lora.is_dns_label(s["name"]):
         problems.append("llmserve_namespace (llm_namespace_name) is %s: not a DNS-1123 label. Fix: use lower-case letters, "
                         "digits and '-', at most 63 characters, e.g. llm-serving." % js(s["name"]))
     quota = s["gpu_quota"]

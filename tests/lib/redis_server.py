@@ -48,7 +48,14 @@ class RedisServer(LoggedServer):
         return f"{self.host}:{self.port}"
 
     def ready(self):
-        return self.command_reply("PING") == "PONG"
+        """PONG to an authenticated PING; a server that still loads its append-only file (the LOADING error reply,
+        after a restart with persistence) is not ready yet."""
+        try:
+            return self.command_reply("PING") == "PONG"
+        except RuntimeError as error:
+            if str(error).startswith("LOADING"):
+                return False
+            raise
 
     def kill(self):
         """SIGKILL, as a pod that is killed (no save on the way out)."""

@@ -183,6 +183,19 @@ def example_home(serving, tmp_path):
     return env
 
 
+def run_example(serving, command, env, timeout):
+    """One documented example, run as written. An example that streams can meet Traefik's own rare mid-stream cut
+    (see traefik_stack.Cuts); when it fails and Traefik's access log and the front door's log both show exactly one
+    such cut during the run, it is run once more. Any other failure, or a second one, is the example's."""
+    for attempt in (1, 2):
+        cuts = Cuts(serving)
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+        if done.returncode == 0 or attempt == 2 or not cuts.traefik_cut(1):
+            return done
+        print(f"\nTraefik cut a stream of an example (its access log and the front door's agree); run again: {command}")
+    return done
+
+
 @pytest.mark.parametrize("path", ["README.md", "docs/ingress.md"])
 def test_the_python_examples_run_as_written(serving, example_home, path, tmp_path):
     blocks = examples(path, "python")
@@ -190,8 +203,7 @@ def test_the_python_examples_run_as_written(serving, example_home, path, tmp_pat
     for index, block in enumerate(blocks):
         script = tmp_path / f"example{index}.py"
         script.write_text(block, encoding="utf-8")
-        done = subprocess.run([sys.executable, str(script)], env=example_home, capture_output=True, text=True, timeout=180,
-                              check=False)
+        done = run_example(serving, [sys.executable, str(script)], example_home, 180)
         assert done.returncode == 0, f"{path} example {index}:\n{block}\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
         assert done.stdout.strip(), block
 
@@ -201,7 +213,6 @@ def test_the_curl_examples_run_as_written(serving, example_home, path):
     blocks = [b for b in examples(path, "sh") if b.lstrip().startswith("curl")]
     assert blocks, f"{path} has no curl example naming {HOST}"
     for block in blocks:
-        done = subprocess.run(["bash", "-c", "set -euo pipefail\n" + block], env=example_home, capture_output=True,
-                              text=True, timeout=120, check=False)
+        done = run_example(serving, ["bash", "-c", "set -euo pipefail\n" + block], example_home, 120)
         assert done.returncode == 0, f"{path}:\n{block}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
         assert '"error"' not in done.stdout and done.stdout.strip(), (block, done.stdout[-2000:])

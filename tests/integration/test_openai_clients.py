@@ -187,12 +187,14 @@ def run_example(serving, command, env, timeout):
     """One documented example, run as written. An example that streams can meet Traefik's own rare mid-stream cut
     (see traefik_stack.Cuts); when it fails and Traefik's access log and the front door's log both show exactly one
     such cut during the run, it is run once more. Any other failure, or a second one, is the example's."""
-    for attempt in (1, 2):
-        cuts = Cuts(serving)
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, check=False)
-        if done.returncode == 0 or attempt == 2 or not cuts.traefik_cut(1):
-            return done
+    def run():
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+    cuts = Cuts(serving)
+    done = run()
+    if done.returncode != 0 and cuts.traefik_cut(1):
         print(f"\nTraefik cut a stream of an example (its access log and the front door's agree); run again: {command}")
+        done = run()
     return done
 
 

@@ -32,8 +32,9 @@ INTERNAL = {"Authorization": "Bearer " + INTERNAL_KEY}
 
 
 def completion(stack, model, prompt="The quick brown fox", path="/v1/completions", max_tokens=4, source_ip=None,
-               headers=None, conn=None):
-    body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0}
+               headers=None, conn=None, **fields):
+    """POST a completion through the ingress; `fields` are further body fields (e.g. ignore_eos)."""
+    body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, **fields}
     return stack.client.request("POST", path, body, headers=headers, source_ip=source_ip, conn=conn)
 
 
@@ -256,9 +257,8 @@ def test_both_replicas_of_the_multi_replica_model_serve(serving):
         try:
             conn.connect()
             barrier.wait(30)
-            response = serving.client.request("POST", "/v1/completions", conn=conn, body={
-                "model": "tiny-multi", "prompt": f"{i} {'ping pong ' * (i % 16 + 1)}", "max_tokens": 32,
-                "ignore_eos": True, "temperature": 0})
+            response = completion(serving, "tiny-multi", prompt=f"{i} {'ping pong ' * (i % 16 + 1)}", max_tokens=32,
+                                  conn=conn, ignore_eos=True)
         finally:
             conn.close()
         assert response.status == 200 and response.json()["model"] == "tiny-multi", response
